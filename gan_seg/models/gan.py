@@ -73,7 +73,7 @@ def build_generator(latent_dim=100, image_shape=(28, 28, 1), num_classes=None, d
     seed_h, seed_w = height // 2**ups, width // 2**ups
     x = layers.Dense(seed_h * seed_w * filters[0], name="g_dense", dtype=dtype)(x)
     x = layers.Reshape((seed_h, seed_w, filters[0]), name="g_reshape", dtype=dtype)(x)
-    for i, (f, s) in enumerate(zip(filters, strides), start=1):
+    for i, (f, s) in enumerate(zip(filters, strides, strict=True), start=1):
         x = layers.BatchNormalization(name=f"g_bn_{i}", dtype=dtype)(x)
         x = layers.Activation("relu", name=f"g_relu_{i}", dtype=dtype)(x)
         x = layers.Conv2DTranspose(f, 5, strides=s, padding="same", name=f"g_deconv_{i}", dtype=dtype)(x)
@@ -96,7 +96,7 @@ def build_discriminator(image_shape=(28, 28, 1), num_classes=None, dtype=None):
         y = layers.Dense(height * width, name="d_label_dense", dtype=dtype)(label)
         y = layers.Reshape((height, width, 1), name="d_label_reshape", dtype=dtype)(y)
         x = layers.Concatenate(name="d_concat_label", dtype=dtype)([x, y])
-    for i, (f, s) in enumerate(zip((32, 64, 128, 256), (2, 2, 2, 1)), start=1):
+    for i, (f, s) in enumerate(zip((32, 64, 128, 256), (2, 2, 2, 1), strict=True), start=1):
         x = layers.LeakyReLU(negative_slope=0.2, name=f"d_lrelu_{i}", dtype=dtype)(x)
         x = layers.Conv2D(f, 5, strides=s, padding="same", name=f"d_conv_{i}", dtype=dtype)(x)
     x = layers.Flatten(name="d_flatten", dtype=dtype)(x)

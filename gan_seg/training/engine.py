@@ -117,7 +117,7 @@ class RunDirectory:
                     f"checkpoint {path} holds {len(stored)} {name} variables, the model has "
                     f"{len(variables)}; it belongs to another model"
                 )
-            for key, variable in zip(stored, variables):
+            for key, variable in zip(stored, variables, strict=True):
                 if tuple(arrays[key].shape) != tuple(variable.shape):
                     raise InputError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, "
                                      f"the model expects {tuple(variable.shape)}")

@@ -152,37 +152,59 @@ class GanTrainer:
             return images_or_z
         return [images_or_z, tf.one_hot(labels, self.num_classes)]
 
-    def _replica_step(self, batch):
+    def d_update(self, batch, i):
+        """1. One discriminator update on real minibatch ``i`` (-> 1, smoothed) and fakes (-> 0).
+
+        Only D's variables change (G runs forward in training mode, so its BatchNorm moving statistics
+        move too). Returns the loss and the probabilities D gave the real and the fake images.
+        """
         import keras
         import tensorflow as tf
 
-        cfg, global_batch = self.config, self.config.batch_size
-        bce = keras.losses.binary_crossentropy
-        d_loss_sum = 0.0
-        for i in range(cfg.d_steps):
-            # 1. D update: real minibatch -> 1 (smoothed), generated minibatch -> 0.
-            real = tf.cast(batch["real"][i], tf.float32) / 255.0
-            fake = self.generator(self._inputs(batch["d_noise"][i], batch["d_fake_labels"][i]), training=True)
-            local = tf.shape(real)[0]
-            images = tf.concat([real, fake], axis=0)
-            labels = tf.concat([batch["real_labels"][i], batch["d_fake_labels"][i]], axis=0)
-            targets = tf.concat([tf.fill([local, 1], 1.0 - cfg.label_smoothing), tf.zeros([local, 1])], 0)
-            with tf.GradientTape() as tape:
-                prob = self.discriminator(self._inputs(images, labels), training=True)
-                d_loss = tf.reduce_sum(bce(targets, prob)) / (2 * global_batch)
-            grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
-            self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
-            d_loss_sum += d_loss
-        # 2. G update through the adversarial model; only G's variables are handed to the optimizer.
+        real = tf.cast(batch["real"][i], tf.float32) / 255.0
+        fake = self.generator(self._inputs(batch["d_noise"][i], batch["d_fake_labels"][i]), training=True)
+        local = tf.shape(real)[0]
+        images = tf.concat([real, fake], axis=0)
+        labels = tf.concat([batch["real_labels"][i], batch["d_fake_labels"][i]], axis=0)
+        smoothed = tf.fill([local, 1], 1.0 - self.config.label_smoothing)
+        targets = tf.concat([smoothed, tf.zeros([local, 1])], axis=0)
+        with tf.GradientTape() as tape:
+            prob = self.discriminator(self._inputs(images, labels), training=True)
+            loss = tf.reduce_sum(keras.losses.binary_crossentropy(targets, prob))
+            loss = loss / (2 * self.config.batch_size)
+        grads = tape.gradient(loss, self.discriminator.trainable_variables)
+        self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
+        return loss, prob[:local], prob[local:]
+
+    def g_update(self, batch):
+        """2. One generator update through the adversarial model on fresh noise labelled 1.0.
+
+        D is frozen: only G's trainable variables are handed to the optimizer. Returns the loss.
+        """
+        import keras
+        import tensorflow as tf
+
         with tf.GradientTape() as tape:
             fooled = self.adversarial(self._inputs(batch["g_noise"], batch["g_labels"]), training=True)
-            g_loss = tf.reduce_sum(bce(tf.ones_like(fooled), fooled)) / global_batch
-        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+            loss = tf.reduce_sum(keras.losses.binary_crossentropy(tf.ones_like(fooled), fooled))
+            loss = loss / self.config.batch_size
+        grads = tape.gradient(loss, self.generator.trainable_variables)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
+        return loss
+
+    def _replica_step(self, batch):
+        """One iteration on this replica's slice: ``d_steps`` D updates, then one G update."""
+        import tensorflow as tf
+
+        d_losses = []
+        for i in range(self.config.d_steps):
+            d_loss, p_real, p_fake = self.d_update(batch, i)
+            d_losses.append(d_loss)
+        g_loss = self.g_update(batch)
         return {
-            "d_loss": d_loss_sum / cfg.d_steps,
-            "d_acc_real": tf.reduce_sum(tf.cast(prob[:local] > 0.5, tf.float32)) / global_batch,
-            "d_acc_fake": tf.reduce_sum(tf.cast(prob[local:] < 0.5, tf.float32)) / global_batch,
+            "d_loss": tf.add_n(d_losses) / len(d_losses),
+            "d_acc_real": tf.reduce_sum(tf.cast(p_real > 0.5, tf.float32)) / self.config.batch_size,
+            "d_acc_fake": tf.reduce_sum(tf.cast(p_fake < 0.5, tf.float32)) / self.config.batch_size,
             "g_loss": g_loss,
         }
 
