@@ -74,3 +74,44 @@ def resolve_model_file(spec, filename):
     if os.sep in str(spec) or "/" in str(spec):
         raise InputError(f"model {spec} does not exist")
     return preset_file(str(spec), filename)
+
+
+def resolve_run_dir(spec):
+    """The folder a ``--model`` or ``--init`` names: a run directory or a preset (sha256 checked)."""
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path} is not a run directory (no config.json)")
+        return path
+    if os.sep in str(spec) or "/" in str(spec):
+        raise InputError(f"model {spec} does not exist")
+    presets = list_presets()
+    if spec not in presets:
+        raise InputError(f"unknown model {spec!r}; known models: {', '.join(presets) or 'none'} "
+                         "(or pass a run directory)")
+    for filename in presets[spec].get("files", {}):
+        preset_file(spec, filename)
+    return weights_dir() / spec
+
+
+def export_preset(run_dir, name, description, files, extra=None, dest=None):
+    """Copy ``files`` (paths relative to ``run_dir``) into ``weights/NAME/`` with their sha256s.
+
+    ``extra`` adds fields to ``metadata.json`` (licence, training command, measured quality).
+    """
+    import shutil
+
+    from gan_seg.fileio import write_json
+
+    run_dir = Path(run_dir)
+    folder = Path(dest or weights_dir()) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for relative in files:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / relative, target)
+        hashes[relative] = sha256(target)
+    metadata = {"name": name, "description": description, "files": hashes, **(extra or {})}
+    write_json(folder / METADATA, metadata)
+    return folder

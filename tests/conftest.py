@@ -47,3 +47,46 @@ def tiny_run(tmp_path_factory, tiny_npz):
     out = tmp_path_factory.mktemp("runs") / "cgan"
     train_gan(tiny_config(data=str(tiny_npz)), out, progress=False)
     return out
+
+
+PHANTOM_CLASSES = ["Background", "Left-Blob", "Right-Blob", "Core"]
+
+
+def make_phantom(shape=(40, 48, 36), seed=0, affine=None):
+    """A head-like 3D phantom: (image float32, labels uint8, affine); left/right blobs and a core."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in shape], indexing="ij"), axis=-1)
+    jitter = rng.uniform(-1, 1, 3)
+
+    def inside(centre, radii):
+        return (((grid - np.asarray(centre) - jitter) / np.asarray(radii)) ** 2).sum(-1) <= 1
+
+    labels = np.zeros(shape, np.uint8)
+    head = inside((0, 0, 0), (17, 21, 15))
+    labels[inside((-8, 0, 0), (5, 8, 6))] = 1
+    labels[inside((8, 0, 0), (5, 8, 6))] = 2
+    labels[inside((0, 6, 5), (3, 4, 4))] = 3
+    intensity = np.array([0.0, 0.8, 0.8, 0.5], np.float32)
+    image = np.where(head, 0.3, 0.0).astype(np.float32)
+    image = np.where(labels > 0, intensity[labels], image) + rng.normal(0, 0.02, shape).astype(np.float32)
+    image = np.clip(image, 0, None) * 1000
+    if affine is None:
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+        affine[:3, 3] = -(np.array(shape) - 1) / 2
+    return image, labels, affine
+
+
+def write_phantom_dataset(root, count=3):
+    """``root/images``, ``root/labels`` and ``classes.json`` with ``count`` phantoms."""
+    import json
+
+    import nibabel as nib
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(count):
+        image, labels, affine = make_phantom(seed=i)
+        nib.save(nib.Nifti1Image(image, affine), root / "images" / f"p{i}.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), root / "labels" / f"p{i}.nii.gz")
+    (root / "classes.json").write_text(json.dumps({str(i): n for i, n in enumerate(PHANTOM_CLASSES)}))
+    return root

@@ -48,10 +48,13 @@ def _upsamplings(image_shape):
     return count
 
 
-def build_generator(latent_dim=100, image_shape=(28, 28, 1), num_classes=None, dtype=None):
+def build_generator(latent_dim=100, image_shape=(28, 28, 1), num_classes=None, dtype=None,
+                    synchronized_bn=False):
     """Generator: ``z`` (and a one-hot label) -> image in [0, 1] of ``image_shape``.
 
     ``dtype`` is a Keras dtype policy (e.g. ``"mixed_bfloat16"``); the output layer always stays float32.
+    ``synchronized_bn`` makes BatchNorm use the statistics of the global batch across tf.distribute
+    replicas (TensorFlow backend only; the trainer sets it when there is more than one replica).
     """
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise InputError(f"latent_dim must be a positive integer, got {latent_dim!r}")
@@ -74,7 +77,7 @@ def build_generator(latent_dim=100, image_shape=(28, 28, 1), num_classes=None, d
     x = layers.Dense(seed_h * seed_w * filters[0], name="g_dense", dtype=dtype)(x)
     x = layers.Reshape((seed_h, seed_w, filters[0]), name="g_reshape", dtype=dtype)(x)
     for i, (f, s) in enumerate(zip(filters, strides, strict=True), start=1):
-        x = layers.BatchNormalization(name=f"g_bn_{i}", dtype=dtype)(x)
+        x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"g_bn_{i}", dtype=dtype)(x)
         x = layers.Activation("relu", name=f"g_relu_{i}", dtype=dtype)(x)
         x = layers.Conv2DTranspose(f, 5, strides=s, padding="same", name=f"g_deconv_{i}", dtype=dtype)(x)
     image = layers.Activation("sigmoid", name="g_sigmoid", dtype="float32")(x)

@@ -70,9 +70,12 @@ def make_strategy(name="auto", devices=None):
         tf_config = check_tf_config()  # checked before TensorFlow starts its server
     import tensorflow as tf
 
-    names = _configure_devices(tf, parsed)
     if name == "multi-worker":
+        # The strategy configures collective ops, which TensorFlow allows only before its runtime starts:
+        # apply the device settings without listing logical devices (that would start it).
+        _configure_physical_devices(tf, parsed)
         return tf.distribute.MultiWorkerMirroredStrategy(), is_chief_task(tf_config)
+    names = _configure_devices(tf, parsed)
     if name == "mirrored" or (name == "auto" and len(names) > 1):
         cross = tf.distribute.ReductionToOneDevice() if "CPU" in names[0].upper() else None
         return tf.distribute.MirroredStrategy(names, cross_device_ops=cross), True
@@ -81,8 +84,9 @@ def make_strategy(name="auto", devices=None):
     return tf.distribute.get_strategy(), True
 
 
-def _configure_devices(tf, parsed):
-    """Apply ``parsed`` devices to TensorFlow; returns the device names replicas run on."""
+def _configure_physical_devices(tf, parsed):
+    """Apply ``parsed`` devices to TensorFlow without starting its runtime; returns the device names
+    replicas run on, or None when nothing was configured (or the runtime had already started)."""
     gpus = tf.config.list_physical_devices("GPU")
     try:
         if parsed and parsed[0] == "cpu":
@@ -100,7 +104,24 @@ def _configure_devices(tf, parsed):
     except RuntimeError:
         # Already initialised in this process (a second run in one Python session): keep its devices.
         pass
+    return None
+
+
+def _configure_devices(tf, parsed):
+    """Apply ``parsed`` devices to TensorFlow; returns the device names replicas run on."""
+    names = _configure_physical_devices(tf, parsed)
+    if names:
+        return names
     logical_gpus = tf.config.list_logical_devices("GPU")
     if logical_gpus:
         return [d.name for d in logical_gpus]
     return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def setup_strategy(name, devices, deterministic=False):
+    """:func:`make_strategy`, after turning on TensorFlow op determinism when asked."""
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return make_strategy(name, devices)

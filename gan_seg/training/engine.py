@@ -7,11 +7,9 @@ chief), and restarts a run from its last complete checkpoint.
 
 import csv
 import json
-import math
 import platform
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 _CKPT = re.compile(r"^ckpt-(\d{8})\.npz$")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 def versions():
@@ -39,6 +38,24 @@ def versions():
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+
+
+def resolve_precision(precision):
+    """``auto`` -> ``mixed_bfloat16`` on a CPU with native bf16 (AMX / AVX512-BF16) or a GPU of compute
+    capability >= 8.0, else ``float32``."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "mixed_bfloat16" if tuple(capability) >= (8, 0) else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
 class RunDirectory:
@@ -125,11 +142,11 @@ class RunDirectory:
         return json.loads(str(arrays["__meta__"]))
 
     # -- metrics ---------------------------------------------------------------------------------
-    def append_metrics(self, rows):
-        """Append metric rows (dicts with a ``step`` key) to ``metrics.csv``."""
+    def append_metrics(self, rows, name=METRICS):
+        """Append metric rows (dicts with a ``step`` key) to the CSV ``name`` (``metrics.csv``)."""
         if not self.writer or not rows:
             return
-        path = self.path / METRICS
+        path = self.path / name
         fields = list(rows[0])
         new = not path.exists() or path.stat().st_size == 0
         with path.open("a", newline="") as f:
@@ -138,9 +155,9 @@ class RunDirectory:
                 writer.writeheader()
             writer.writerows(rows)
 
-    def truncate_metrics(self, last_step):
+    def truncate_metrics(self, last_step, name=METRICS):
         """Drop rows after ``last_step`` (and any torn last line) before a resumed run appends."""
-        path = self.path / METRICS
+        path = self.path / name
         if not self.writer or not path.exists():
             return
         with path.open(newline="") as f:
@@ -164,39 +181,3 @@ def _complete(row, fields):
 def due(step, every, total):
     """True when a periodic event (log, checkpoint, sample) falls on ``step``: each ``every`` and the end."""
     return step == total or (every > 0 and step % every == 0)
-
-
-class Progress:
-    """A one-line progress report on stderr: step, metrics, images/s and ETA."""
-
-    def __init__(self, start, total, enabled=True, stream=None):
-        self.start, self.total, self.enabled = start, total, enabled
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.last_line = 0.0
-
-    def update(self, step, metrics, images):
-        """Report ``step`` with its ``metrics``; ``images`` = real images consumed since ``start``."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        elapsed = max(now - self.t0, 1e-9)
-        rate = images / elapsed
-        remaining = (self.total - step) * elapsed / max(step - self.start, 1)
-        text = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        line = f"step {step}/{self.total}  {text}  {rate:.0f} img/s  eta {_duration(remaining)}"
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(100))
-        elif now - self.last_line >= 10 or step == self.total:
-            self.stream.write(line + "\n")
-            self.last_line = now
-        if step == self.total and self.tty:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _duration(seconds):
-    seconds = int(math.ceil(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"

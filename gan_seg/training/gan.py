@@ -7,9 +7,11 @@ One iteration (one "step"):
    non-saturating loss); D is frozen: the update touches only G's variables.
 
 BatchNorm (only G has it): G runs in training mode in both passes (batch statistics; its moving statistics
-are updated by both forward passes). Samples - the training-time grids and ``gan-seg sample`` alike - use
-inference mode (moving statistics). Making the D step's fakes in inference mode instead, as the classic
-``predict`` recipe does, lets G fool D only in training mode and gave all-black samples.
+are updated by both forward passes). With several replicas BatchNorm is synchronised: it normalises with
+the statistics of the whole global batch, so 2 replicas x 32 images train exactly like 1 x 64. Samples (the
+training-time grids and ``gan-seg sample`` alike) use inference mode (moving statistics). Making the D
+step's fakes in inference mode instead, as the classic ``predict`` recipe does, lets G fool D only in
+training mode and gave all-black samples.
 
 All randomness of a step (data order, noise, fake labels) is a stateless function of ``(seed, step)``
 computed in the tf.data pipeline, so a resumed run repeats an uninterrupted one exactly and every replica
@@ -20,15 +22,15 @@ over the slice and divided by the global batch size, so gradients all-reduced ac
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from gan_seg.errors import InputError
-from gan_seg.training.engine import Progress, RunDirectory, due, versions
+from gan_seg.progress import Progress
+from gan_seg.training.distribute import setup_strategy
+from gan_seg.training.engine import PRECISIONS, RunDirectory, due, resolve_precision, versions
 
 MODELS = ("dcgan", "cgan")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 GENERATOR_FILE = "generator.keras"
 DISCRIMINATOR_FILE = "discriminator.keras"
 SAMPLES = "samples"
@@ -101,24 +103,6 @@ class GanConfig:
         return cls(**options)
 
 
-def resolve_precision(precision):
-    """``auto`` -> ``mixed_bfloat16`` on a CPU with native bf16 (AMX / AVX512-BF16) or a GPU of compute
-    capability >= 8.0, else ``float32``."""
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        return "mixed_bfloat16" if tuple(capability) >= (8, 0) else "float32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
-
-
 class GanTrainer:
     """Models, optimizers and the compiled step of one GAN run under a tf.distribute strategy."""
 
@@ -135,7 +119,8 @@ class GanTrainer:
         keras.utils.set_random_seed(config.seed)
         dtype = None if precision == "float32" else precision
         with strategy.scope():
-            self.generator = build_generator(config.latent_dim, self.image_shape, num_classes, dtype=dtype)
+            self.generator = build_generator(config.latent_dim, self.image_shape, num_classes, dtype=dtype,
+                                             synchronized_bn=strategy.num_replicas_in_sync > 1)
             self.discriminator = build_discriminator(self.image_shape, num_classes, dtype=dtype)
             self.adversarial = build_adversarial(self.generator, self.discriminator)
             self.d_optimizer = _rmsprop(keras, config.d_learning_rate, config.d_decay, "d_optimizer")
@@ -327,7 +312,7 @@ def train_gan(config, out, force=False, progress=True):
         check_output_dir(run.path, force=force)
     data = _load_data(config)
     image_shape = tuple(int(d) for d in data.x.shape[1:])
-    strategy, chief = _strategy(config)
+    strategy, chief = setup_strategy(config.strategy, config.devices, config.deterministic)
     run.writer = chief
     precision = resolve_precision(config.precision)
     num_classes = data.num_classes if config.model == "cgan" else None
@@ -364,7 +349,7 @@ def resume_gan(out, steps, progress=True):
         raise InputError(f"--steps {steps} is not above the run's current step {done}; "
                          f"pass a larger total number of steps")
     data = _load_data(config)
-    strategy, chief = _strategy(config)
+    strategy, chief = setup_strategy(config.strategy, config.devices, config.deterministic)
     run.writer = chief
     _check_replicas(config, strategy)
     resolved = record["resolved"]
@@ -386,16 +371,6 @@ def _chief_hint(config):
     from gan_seg.training.distribute import check_tf_config, is_chief_task
 
     return is_chief_task(check_tf_config()) if config.strategy == "multi-worker" else True
-
-
-def _strategy(config):
-    from gan_seg.training.distribute import make_strategy
-
-    if config.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    return make_strategy(config.strategy, config.devices)
 
 
 def _check_replicas(config, strategy):

@@ -1,0 +1,72 @@
+"""Custom serialisable layers: 2x2 max-pooling that keeps its indices and the matching max-unpooling.
+
+Both are written with ``keras.ops`` only (no ``tf.nn.max_pool_with_argmax``, which returns flat indices and
+has no XLA kernel), so they run on TensorFlow and JAX, under XLA, with dynamic batch and image sizes.
+An index is the window cell 0..3 in row-major order (0 top-left, 1 top-right, 2 bottom-left,
+3 bottom-right); ties go to the FIRST maximal cell, like ``np.argmax``.
+"""
+
+import keras
+from keras import ops
+
+from gan_seg.errors import InputError
+
+
+def _check_rank4(layer, shape):
+    if len(shape) != 4:
+        raise InputError(f"{layer.name} expects NHWC input of rank 4, got shape {tuple(shape)}")
+
+
+@keras.saving.register_keras_serializable(package="gan_seg")
+class MaxPoolWithIndices(keras.layers.Layer):
+    """2x2 / stride-2 max pooling over NHWC input (H, W even) returning ``[pooled, indices]`` (int32)."""
+
+    def build(self, input_shape):
+        _check_rank4(self, input_shape)
+        if any(d is not None and d % 2 for d in input_shape[1:3]):
+            raise InputError(f"{self.name} needs an even height and width, got shape {tuple(input_shape)}; "
+                             "pad the image to a multiple of 2 per pooling level")
+
+    def call(self, x):
+        _, height, width, channels = ops.shape(x)
+        cells = ops.reshape(x, (-1, height // 2, 2, width // 2, 2, channels))
+        cells = ops.transpose(cells, (0, 1, 3, 5, 2, 4))  # (B, h, w, C, 2, 2)
+        cells = ops.reshape(cells, (-1, height // 2, width // 2, channels, 4))
+        pooled = ops.max(cells, axis=-1)
+        # First maximal cell, guaranteed on every backend (tf.argmax leaves ties unspecified); a window
+        # without a match (NaN) falls back to cell 3, so unpooling still fills exactly one cell.
+        order = ops.arange(4, dtype="int32")
+        indices = ops.min(ops.where(ops.equal(cells, pooled[..., None]), order, 3), axis=-1)
+        return [pooled, indices]
+
+    def compute_output_spec(self, x):
+        batch, height, width, channels = x.shape
+        shape = (batch, None if height is None else height // 2, None if width is None else width // 2,
+                 channels)
+        return [keras.KerasTensor(shape, dtype=self.compute_dtype), keras.KerasTensor(shape, dtype="int32")]
+
+
+@keras.saving.register_keras_serializable(package="gan_seg")
+class MaxUnpool(keras.layers.Layer):
+    """Inverse of :class:`MaxPoolWithIndices`: ``[values, indices]`` -> (B, 2h, 2w, C), zeros elsewhere."""
+
+    def build(self, input_shape):
+        values_shape, indices_shape = input_shape
+        _check_rank4(self, values_shape)
+        if tuple(values_shape) != tuple(indices_shape):
+            raise InputError(f"{self.name}: values {tuple(values_shape)} and indices "
+                             f"{tuple(indices_shape)} must have the same shape")
+
+    def call(self, inputs):
+        values, indices = inputs
+        _, height, width, channels = ops.shape(values)
+        cells = ops.one_hot(ops.cast(indices, "int32"), 4, dtype=values.dtype) * values[..., None]
+        cells = ops.reshape(cells, (-1, height, width, channels, 2, 2))
+        cells = ops.transpose(cells, (0, 1, 4, 2, 5, 3))  # (B, h, 2, w, 2, C)
+        return ops.reshape(cells, (-1, height * 2, width * 2, channels))
+
+    def compute_output_spec(self, inputs):
+        batch, height, width, channels = inputs[0].shape
+        shape = (batch, None if height is None else height * 2, None if width is None else width * 2,
+                 channels)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
