@@ -10,8 +10,9 @@ import click
 from gan_seg import __version__
 
 COMMANDS = {
-    "train": ("gan_seg_cli.train", "Train a model (DCGAN, CGAN) or resume a run."),
+    "train": ("gan_seg_cli.train", "Train a model (DCGAN, CGAN, QuickNAT) or resume a run."),
     "sample": ("gan_seg_cli.sample", "Draw images from a trained generator."),
+    "segment": ("gan_seg_cli.segment", "Label a T1 brain scan (or a cohort) with QuickNAT."),
     "models": ("gan_seg_cli.models", "List the pretrained models shipped in weights/."),
 }
 

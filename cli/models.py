@@ -1,6 +1,7 @@
 """``gan-seg models``: the pretrained models shipped in weights/."""
 
 import click
+
 from gan_seg_cli.common import call
 
 

@@ -1,6 +1,7 @@
 """``gan-seg sample``: images from a trained generator as a grid PNG, an .npz or a folder of PNGs."""
 
 import click
+
 from gan_seg_cli.common import call
 
 

@@ -131,7 +131,47 @@ def test_updates_freeze_the_other_model_under_the_strategy(mirrored, model):
     assert checks["replica_spread"] == 0.0
 
 
-# -- MultiWorkerMirroredStrategy: 2 processes on 127.0.0.1 ---------------------------------------------
+# -- MultiWorkerMirroredStrategy ------------------------------------------------------------------------
+def test_tf_config_chief_and_errors(monkeypatch):
+    from gan_seg.errors import InputError
+    from gan_seg.training.distribute import check_tf_config, is_chief_task, make_strategy
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    assert is_chief_task({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    assert not is_chief_task({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    with_chief = {"chief": ["127.0.0.1:3"], **cluster}
+    assert is_chief_task({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
+    assert not is_chief_task({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert is_chief_task()
+    with pytest.raises(InputError, match="needs the TF_CONFIG"):
+        make_strategy("multi-worker")
+    for bad, message in (("{not json", "malformed"), ('{"cluster": {}}', "malformed"),
+                         (json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}),
+                          "outside the 2 workers")):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(InputError, match=message):
+            check_tf_config()
+
+
+def test_multi_worker_strategy_is_created_before_tensorflow_starts():
+    """Regression: make_strategy listed logical devices (which starts TensorFlow's runtime) before
+    creating MultiWorkerMirroredStrategy, which then raised 'Collective ops must be configured at program
+    startup' in every worker. A one-worker cluster in a fresh process shows it without a second worker."""
+    code = ("from gan_seg.training.distribute import make_strategy\n"
+            "strategy, chief = make_strategy('multi-worker')\n"
+            "import tensorflow as tf\n"
+            "print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),\n"
+            "      strategy.num_replicas_in_sync, chief)")
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]},
+                 "task": {"type": "worker", "index": 0}}
+    done = subprocess.run([sys.executable, "-c", code], env=_env(tf_config), cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "1", "True"]
+
+
+# 2 worker processes on 127.0.0.1, each running the same command line.
 TRAIN = ["-m", "gan_seg", "train", "--model", "dcgan", "--batch-size", "16", "--latent-dim", "8",
          "--precision", "float32", "--seed", "3", "--log-every", "1", "--quiet"]
 

@@ -249,3 +249,32 @@ def check_labels(labels, num_classes, name, image_shape=None):
     if problems:
         raise InputError(f"{name}: " + "; ".join(problems))
     return labels.astype(np.int16)
+
+
+def save_frames(path, reference, frames, frame, dtype=np.uint8, scale=1.0):
+    """Write a 4D NIfTI of ``frames`` 3D frames on ``reference``'s grid, one frame at a time, atomically.
+
+    ``frame(i)`` returns frame ``i`` as float; it is stored as ``round(value / scale)`` in ``dtype`` with
+    ``scl_slope = scale``, so at most one frame is in memory (e.g. uint8 posteriors: scale 1/255).
+    """
+    import gzip
+
+    shape = tuple(reference.shape[:3])
+    header = nib.Nifti1Header()
+    header.set_data_shape((*shape, frames))
+    header.set_data_dtype(dtype)
+    header.set_qform(reference.affine, code=1)
+    header.set_sform(reference.affine, code=1)
+    header.set_xyzt_units("mm")
+    header.set_slope_inter(scale if np.dtype(dtype).kind in "iu" else 1.0, 0.0)
+    header["vox_offset"] = 352
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with atomic_path(path) as tmp, opener(tmp, "wb") as f:
+        f.write(header.binaryblock)
+        f.write(b"\0" * 4)  # no extensions
+        for i in range(frames):
+            values = np.asarray(frame(i), np.float32)
+            if np.dtype(dtype).kind in "iu":
+                info = np.iinfo(dtype)
+                values = np.clip(np.rint(values / scale), info.min, info.max)
+            f.write(values.astype(dtype).tobytes(order="F"))

@@ -44,6 +44,8 @@ def load_model(path, kind=None):
     """
     import keras
 
+    import gan_seg.layers  # noqa: F401 - registers the custom layers the file may use
+
     metadata = read_metadata(path)
     try:
         model = keras.saving.load_model(path, compile=False)
