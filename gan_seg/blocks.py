@@ -15,6 +15,9 @@ SE_MODES = (None, "cse", "sse", "scse")
 SE_COMBINES = ("max", "add")
 ACTIVATIONS = ("prelu", "relu")
 
+# PyTorch BatchNorm momentum 0.1 (the reference QuickNAT) = Keras momentum 0.9.
+BN_MOMENTUM = 0.9
+
 
 def _check_positive_int(value, what):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -48,7 +51,8 @@ def dense_block(x, filters=64, kernel_size=5, *, name, activation="prelu", synch
     features = [x]
     for step, size in enumerate((kernel_size, kernel_size, 1), start=1):
         y = x if step == 1 else layers.Concatenate(name=f"{name}_concat_{step}", dtype=dtype)(features)
-        y = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn_{step}", dtype=dtype)(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized_bn,
+                                      name=f"{name}_bn_{step}", dtype=dtype)(y)
         y = _activation(activation, f"{name}_act_{step}", dtype)(y)
         y = layers.Conv2D(filters, size, padding="same", name=f"{name}_conv_{step}", dtype=dtype)(y)
         features.append(y)

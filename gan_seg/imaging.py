@@ -3,6 +3,7 @@
 import csv
 import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -17,6 +18,9 @@ SAMPLE_FORMS = ("NAME.png for one grid image, NAME.npz for arrays 'images' and '
                 "or a directory (no suffix or a trailing /) for one PNG per sample")
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+SAMPLE_NAME = re.compile(r"^\d{5}_-?\d+\.png$")
 
 
 def to_uint8(images):
@@ -115,7 +119,10 @@ def _write_sample_dir(images, labels, path):
             _png_image(image).save(tmp / f"{i:05d}_{label}.png", format="PNG")
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-        if path.exists():
+        if path.exists():  # --force into a non-empty folder: earlier samples go, other files stay
+            for old in path.iterdir():
+                if SAMPLE_NAME.match(old.name):
+                    old.unlink()
             for file in sorted(tmp.iterdir()):
                 os.replace(file, path / file.name)
             tmp.rmdir()

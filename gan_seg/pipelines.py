@@ -53,6 +53,12 @@ def resume(run_dir, steps=None, epochs=None, progress=True):
     raise InputError(f"{run_dir}: cannot resume a {model!r} run")
 
 
+def check_seed(seed):
+    """InputError unless ``seed`` is an integer in 0..2**32-1."""
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be an integer in 0..2**32-1, got {seed!r}")
+
+
 def resolve_label(text, class_names, num_classes):
     """A ``--label`` (number or class name, case-insensitive) -> class index."""
     if text is None:
@@ -87,6 +93,7 @@ def sample(model=DEFAULT_SAMPLE_MODEL, n=64, seed=0, out="samples.png", label=No
 
     if not isinstance(n, int) or n < 1:
         raise InputError(f"-n must be a positive number of images, got {n}")
+    check_seed(seed)
     kind, path = plan_sample_output(out, force=force)
     generator, metadata = load_model(resolve_model_file(model, GENERATOR_FILE), GENERATOR)
     index = resolve_label(label, metadata.get("class_names"), num_classes_of(generator))
@@ -136,6 +143,7 @@ def segment(source, out, model=DEFAULT_SEGMENT_MODEL, views=None, view_weights=N
     if not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
         raise InputError(f"--mc-samples {mc_samples}: use 0 (off) or N >= 2")
     shard = parse_shard(shard)
+    check_seed(seed)
     weights = parse_view_weights(view_weights)
     if cohort:
         if volumes or qc or posteriors or uncertainty:

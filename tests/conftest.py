@@ -65,9 +65,9 @@ def make_phantom(shape=(40, 48, 36), seed=0, affine=None):
     head = inside((0, 0, 0), (17, 21, 15))
     labels[inside((-8, 0, 0), (5, 8, 6))] = 1
     labels[inside((8, 0, 0), (5, 8, 6))] = 2
-    labels[inside((0, 6, 5), (3, 4, 4))] = 3
-    intensity = np.array([0.0, 0.8, 0.8, 0.5], np.float32)
-    image = np.where(head, 0.3, 0.0).astype(np.float32)
+    labels[inside((0, 6, 5), (4, 5, 5))] = 3
+    intensity = np.array([0.0, 0.95, 0.7, 0.45], np.float32)
+    image = np.where(head, 0.15, 0.0).astype(np.float32)
     image = np.where(labels > 0, intensity[labels], image) + rng.normal(0, 0.02, shape).astype(np.float32)
     image = np.clip(image, 0, None) * 1000
     if affine is None:

@@ -2,7 +2,9 @@
 
 Not a test. ``python tests/distribute_bench.py`` runs every configuration in its own subprocess (logical
 devices are fixed when TensorFlow starts) and prints a table of real images per second (global batch x
-d_steps per step, the library's own ``img_per_s`` definition) over ``--steps`` steps after ``--warmup``.
+d_steps per step, the library's own ``img_per_s`` definition) over ``--steps`` steps after ``--warmup``,
+with the process CPU time per step (less sensitive than wall time to other jobs on the machine) and the
+1-minute load average when the configuration finished.
 """
 
 import argparse
@@ -41,12 +43,13 @@ def measure(devices, precision, steps, warmup, batch_size, data):
     iterator = iter(trainer.dataset(0, warmup + steps))
     for _ in range(warmup):
         trainer.step(iterator)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         trainer.step(iterator)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {"devices": devices or "-", "replicas": strategy.num_replicas_in_sync, "precision": precision,
-            "img_per_s": batch_size * config.d_steps * steps / seconds, "s_per_step": seconds / steps}
+            "img_per_s": batch_size * config.d_steps * steps / seconds, "s_per_step": seconds / steps,
+            "cpu_s_per_step": cpu_seconds / steps}
 
 
 def main():
@@ -66,7 +69,8 @@ def main():
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, {os.cpu_count()} CPUs, "
           f"batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'precision':<16}{'devices':<9}{'replicas':>9}{'img/s':>10}{'s/step':>9}")
+    print(f"{'precision':<16}{'devices':<9}{'replicas':>9}{'img/s':>10}{'s/step':>9}{'cpu-s/step':>12}"
+          f"{'load':>6}")
     for _ in range(args.repeat):
         for precision in ("float32", "mixed_bfloat16"):
             for devices in ("", f"cpu:{args.replicas}"):
@@ -76,7 +80,8 @@ def main():
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"{r['precision']:<16}{r['devices']:<9}{r['replicas']:>9}{r['img_per_s']:>10.1f}"
-                      f"{r['s_per_step']:>9.3f}", flush=True)
+                      f"{r['s_per_step']:>9.3f}{r['cpu_s_per_step']:>12.3f}{os.getloadavg()[0]:>6.1f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -161,9 +161,9 @@ def test_models_lists_presets_without_importing_tensorflow(tmp_path):
 BAD_INPUTS = {}
 
 
-def bad_input(name, kind, message, xfail=None):
+def bad_input(name, kind, message):
     def register(setup):
-        BAD_INPUTS[name] = (setup, kind, message, xfail)
+        BAD_INPUTS[name] = (setup, kind, message)
         return setup
     return register
 
@@ -243,9 +243,7 @@ def _multi_worker(cwd, run, npz):
     return ["train", "--data", npz, "--strategy", "multi-worker", "--out", "out"], None
 
 
-@bad_input("train-negative-seed", "error", "seed", xfail=(
-    "bug: --seed -1 reaches keras.utils.set_random_seed and exits 1 with "
-    "'ValueError: Seed must be between 0 and 2**32 - 1' instead of an input error (exit 2)"))
+@bad_input("train-negative-seed", "error", "seed")
 def _train_negative_seed(cwd, run, npz):
     return ["train", "--data", npz, "--seed", "-1", "--steps", "1", "--batch-size", "16",
             "--latent-dim", "8", "--precision", "float32", "--quiet", "--out", "out"], None
@@ -352,9 +350,7 @@ def _damaged_preset(cwd, run, npz):
     return ["sample", "--model", "tiny", "-n", "4", "-o", "a.png"], {"GAN_SEG_WEIGHTS": cwd / "weights"}
 
 
-@bad_input("sample-negative-seed", "error", "seed", xfail=(
-    "bug: sample --seed -1 reaches numpy.random.default_rng and exits 1 with "
-    "'ValueError: expected non-negative integer' instead of an input error (exit 2)"))
+@bad_input("sample-negative-seed", "error", "seed")
 def _sample_negative_seed(cwd, run, npz):
     return ["sample", "--model", run, "--seed", "-1", "-n", "4", "-o", "a.png"], None
 
@@ -386,12 +382,9 @@ def bad_input_runs(request, tmp_path_factory, tiny_run, tiny_npz):
         yield runs
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=xfail) if xfail else ())
-    for name, (_, _, _, xfail) in BAD_INPUTS.items()
-])
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input(bad_input_runs, case):
-    _, kind, message, _ = BAD_INPUTS[case]
+    _, kind, message = BAD_INPUTS[case]
     command, cwd, before, future = bad_input_runs[case]
     result = future.result()
     shown = f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
@@ -413,15 +406,18 @@ def test_bad_input(bad_input_runs, case):
 
 # -- gan-seg sample ----------------------------------------------------------------------------------
 def test_sample_same_seed_same_images_in_every_form(tmp_path, tiny_run):
+    (tmp_path / "b.png").write_bytes(b"an older output")  # replaced thanks to --force
     runs = gan_seg_many([
         (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "a.png"], tmp_path),
-        (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "b.png"], tmp_path),
+        (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "b.png", "--force"],
+         tmp_path),
         (["sample", "--model", tiny_run, "-n", "8", "--seed", "2", "-o", "c.png"], tmp_path),
         (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "arrays.npz"], tmp_path),
     ])
     for result in runs:
         ok(result)
     assert runs[0].stdout.strip() == "wrote 8 images to a.png"
+    assert runs[1].stdout.strip() == "wrote 8 images to b.png"
     a, b, c = ((tmp_path / f"{name}.png").read_bytes() for name in "abc")
     assert a == b, "the same seed gave different PNG bytes"
     assert a != c, "a different seed gave the same PNG bytes"
@@ -438,45 +434,34 @@ def test_sample_same_seed_same_images_in_every_form(tmp_path, tiny_run):
     np.testing.assert_array_equal(grid, make_grid(to_uint8(images), rows=4)[..., 0])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
 
-    # --force overwrites an existing output: a.png now holds seed 2's grid.
-    forced = ok(gan_seg("sample", "--model", tiny_run, "-n", "8", "--seed", "2", "-o", "a.png",
-                        "--force", cwd=tmp_path))
-    assert forced.stdout.strip() == "wrote 8 images to a.png"
-    assert (tmp_path / "a.png").read_bytes() == c
-
 
 def test_sample_directory_labels_and_interpolation(tmp_path, tiny_run):
+    (tmp_path / "twos").mkdir()
+    (tmp_path / "twos" / "notes.txt").write_text("mine\n")  # non-empty: needs --force
     model = ["sample", "--model", tiny_run]
     runs = gan_seg_many([
         ([*model, "-n", "8", "-o", "samples"], tmp_path),
-        ([*model, "-n", "4", "--label", "two", "-o", "twos/"], tmp_path),
+        ([*model, "-n", "4", "--label", "two", "-o", "twos/", "--force"], tmp_path),
         ([*model, "-n", "20", "--interpolate", "-o", "walk.npz"], tmp_path),
     ])
     for result in runs:
         ok(result)
+    assert runs[0].stdout.strip() == "wrote 8 images to samples"
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert names == [f"{i:05d}_{label}.png" for i, label in enumerate(CLASS_BLOCKS_8)]
     mode, first = png_array(tmp_path / "samples" / "00000_0.png")
     assert mode == "L" and first.shape == (16, 16)
-    assert sorted(p.name for p in (tmp_path / "twos").iterdir()) == [
-        f"{i:05d}_2.png" for i in range(4)]
+    pngs = sorted(p.name for p in (tmp_path / "twos").glob("*.png"))
+    assert pngs == [f"{i:05d}_2.png" for i in range(4)]
+    assert (tmp_path / "twos" / "notes.txt").read_text() == "mine\n"
     with np.load(tmp_path / "walk.npz") as data:
         images, labels = data["images"], data["labels"]
     assert images.shape == (20, 16, 16, 1)
     assert labels.tolist() == [0] * 10 + [1] * 10  # two walks of 10, one class each
     assert not np.array_equal(images[0], images[9]), "a walk should change along the way"
-
-    # An existing non-empty directory is written into with --force.
-    forced = ok(gan_seg(*model, "-n", "4", "--label", "3", "-o", "samples", "--force",
-                        cwd=tmp_path))
-    assert forced.stdout.strip() == "wrote 4 images to samples"
-    names = {p.name for p in (tmp_path / "samples").iterdir()}
-    assert {f"{i:05d}_3.png" for i in range(4)} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: sample -o DIR --force moves the new PNGs into DIR but leaves the old ones, so DIR ends "
-    "up with two files per index (00000_0.png and 00000_3.png) and more images than -n"))
 def test_sample_force_into_directory_leaves_only_the_new_samples(tmp_path, tiny_run):
     for i, label in enumerate(CLASS_BLOCKS_8):  # an earlier `sample -n 8 -o samples`
         write_png(tmp_path / "samples" / f"{i:05d}_{label}.png")
@@ -523,9 +508,6 @@ def test_train_then_resume(tmp_path, tiny_npz):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: config.json records --data as typed ('data.npz'), and --resume resolves it against the "
-    "current directory, so a run trained with a relative --data cannot be resumed from elsewhere"))
 def test_resume_from_another_directory(tmp_path, tiny_npz):
     (tmp_path / "project").mkdir()
     (tmp_path / "elsewhere").mkdir()

@@ -143,6 +143,8 @@ def _load_mnist(split, shape) -> ImageData:
 
 
 def _load_npz(path: Path, shape) -> ImageData:
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not a readable .npz file (not a zip archive of arrays)")
     try:
         z = np.load(path, allow_pickle=False)
         if not hasattr(z, "files"):

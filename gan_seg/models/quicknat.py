@@ -9,7 +9,7 @@ that takes any such size.
 import keras
 from keras import layers
 
-from gan_seg.blocks import classifier_block, decoder_block, dense_block, encoder_block, se_block
+from gan_seg.blocks import BN_MOMENTUM, classifier_block, decoder_block, dense_block, encoder_block, se_block
 from gan_seg.errors import InputError
 
 DEPTH = 4
@@ -52,7 +52,8 @@ def build_quicknat(input_shape=(256, 256, 1), num_classes=28, filters=64, kernel
         x, indices, skip = encoder_block(x, name=f"encode{i}", **common)
         saved.append((indices, skip))
     x = layers.Conv2D(filters, kernel_size, padding="same", name="bottleneck_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(synchronized=synchronized_bn, name="bottleneck_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized_bn, name="bottleneck_bn",
+                                  dtype=dtype)(x)
     for i in range(DEPTH, 0, -1):
         indices, skip = saved[i - 1]
         x = decoder_block(x, indices, skip, name=f"decode{i}", **common)

@@ -58,6 +58,11 @@ def resolve_precision(precision):
     return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
+def absolute_path(value):
+    """``value`` made absolute when it names an existing path (so a run resumes from any folder)."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
 class RunDirectory:
     """A run's folder: ``config.json``, ``metrics.csv``, ``checkpoints/ckpt-STEP.npz`` and outputs.
 

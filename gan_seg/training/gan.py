@@ -28,7 +28,14 @@ import numpy as np
 from gan_seg.errors import InputError
 from gan_seg.progress import Progress
 from gan_seg.training.distribute import setup_strategy
-from gan_seg.training.engine import PRECISIONS, RunDirectory, due, resolve_precision, versions
+from gan_seg.training.engine import (
+    PRECISIONS,
+    RunDirectory,
+    absolute_path,
+    due,
+    resolve_precision,
+    versions,
+)
 
 MODELS = ("dcgan", "cgan")
 GENERATOR_FILE = "generator.keras"
@@ -86,6 +93,8 @@ class GanConfig:
                 problems.append(f"{name.replace('_', '-')} must be >= 0")
         if not 0.0 <= self.label_smoothing < 0.5:
             problems.append(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -304,6 +313,7 @@ def _load_data(config):
 def train_gan(config, out, force=False, progress=True):
     """Start a new run in ``out`` and train it to ``config.steps``; returns the run directory."""
     config.validate()
+    config.data = absolute_path(config.data)
     chief = _chief_hint(config)
     run = RunDirectory(out, writer=chief)
     if chief:

@@ -29,7 +29,14 @@ from gan_seg.errors import InputError, RunError
 from gan_seg.fileio import check_output_dir, write_json
 from gan_seg.progress import Progress
 from gan_seg.training.distribute import setup_strategy
-from gan_seg.training.engine import PRECISIONS, RunDirectory, due, resolve_precision, versions
+from gan_seg.training.engine import (
+    PRECISIONS,
+    RunDirectory,
+    absolute_path,
+    due,
+    resolve_precision,
+    versions,
+)
 from gan_seg.views import VIEWS, lr_merge, parse_views, to_slices
 
 MODELS = ("quicknat", "unet")
@@ -99,6 +106,8 @@ class SegConfig:
         }
         problems += [f"{name.replace('_', '-')} {getattr(self, name)!r} is out of range"
                      for name, ok in checks.items() if not ok]
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -343,6 +352,8 @@ def train_segmentation(config, out, force=False, progress=True):
     from gan_seg.training.distribute import check_tf_config, is_chief_task
 
     config.validate()
+    for field in ("data", "classes", "init"):
+        setattr(config, field, absolute_path(getattr(config, field)))
     chief = is_chief_task(check_tf_config()) if config.strategy == "multi-worker" else True
     run = RunDirectory(out, writer=chief)
     if chief:
