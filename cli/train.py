@@ -120,4 +120,4 @@ def command(ctx, out, resume, force, quiet, **options):
         if out is None:
             raise click.UsageError("--out RUN_DIR is required (or --resume RUN_DIR)")
         path = call(ctx, pipelines.train, given, out, force=force, progress=not quiet)
-    click.echo(f"run saved in {path}")
+    click.echo(f"run saved in {path}" if path else "done; the chief worker saved the run, not this one")

@@ -17,7 +17,7 @@ from gan_seg.inference.scans import list_scans, parse_shard
 from gan_seg.models.quicknat import build_quicknat, build_unet
 from gan_seg.views import lr_merge, parse_views, to_slices
 from tests.conftest import PHANTOM_CLASSES, make_phantom, write_phantom_dataset
-from tests.test_preprocessing import agreement, lookup, reoriented, rotation
+from tests.test_preprocessing import lookup, reoriented, rotation
 
 VIEWS = ("axial", "sagittal")
 
@@ -34,11 +34,11 @@ def _config(data, **overrides):
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    """A tiny QuickNAT (axial + sagittal) trained on 3 phantoms."""
+    """A tiny QuickNAT (axial + sagittal) trained on 4 phantoms."""
     from gan_seg.training.segmentation import train_segmentation
 
     root = tmp_path_factory.mktemp("seg")
-    data = write_phantom_dataset(root / "data", 3)
+    data = write_phantom_dataset(root / "data", 4)
     return train_segmentation(_config(data), root / "run", progress=False)
 
 
@@ -168,8 +168,8 @@ def test_phantom_end_to_end(seg_run, unseen, tmp_path):
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["label", "name", "voxels", "volume_mm3"]
     assert int(table[0]["voxels"]) == int(np.sum(labels == 1))
-    lut = (tmp_path / "seg_LUT.txt").read_text()
-    assert "1 Left-Blob" in lut
+    lut = (tmp_path / "seg_LUT.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in lut if line[:1].isdigit()][1] == ["1", "Left-Blob"]
     posteriors = nib.load(tmp_path / "post.nii.gz")
     assert posteriors.shape == (*img.shape, 4)
     probs = posteriors.get_fdata()
@@ -197,6 +197,15 @@ def _resampled(img, affine, shape):
     return nib.Nifti1Image(data, affine)
 
 
+def _agreement(result, reference):
+    """Share of foreground voxels with the same label, the worse of the two directions (the reference's
+    foreground, and the result's). The union would count the boundary voxels that two nearest-neighbour
+    resamplings of small structures disagree on twice: a perfect segmenter scores 0.82 there on the oblique
+    phantom, 0.90 by this measure."""
+    same = result == reference
+    return min(float(same[reference > 0].mean()), float(same[result > 0].mean()))
+
+
 @pytest.mark.slow
 def test_geometry_any_grid_agrees_in_world_space(seg_run, unseen, tmp_path):
     path, _, img = unseen
@@ -215,7 +224,7 @@ def test_geometry_any_grid_agrees_in_world_space(seg_run, unseen, tmp_path):
         pipelines.segment(tmp_path / f"{kind}.nii.gz", out, model=str(seg_run), progress=False)
         result = nib.load(out)
         assert result.shape == copy.shape and np.allclose(result.affine, copy.affine)
-        score = agreement(np.asarray(result.dataobj), lookup(reference, img.affine, copy))
+        score = _agreement(np.asarray(result.dataobj), lookup(reference, img.affine, copy))
         assert score >= (0.99 if kind in ("LAS", "LPI") else 0.85), (kind, score)
 
 

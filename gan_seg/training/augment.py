@@ -3,7 +3,8 @@
 Spatial: one random affine (rotation +-15 deg, scale 0.9-1.1, shear +-0.1, shift +-6%) plus a smooth
 elastic displacement (5x5 control grid, ~2.5 px), image resampled bilinearly, labels by nearest neighbour.
 Intensity, in the spirit of SynthSeg: contrast randomisation (a random monotonic piecewise-linear
-intensity curve), gamma, a smooth multiplicative bias field and Gaussian noise. A fifth of the slices
+intensity curve), gamma, a smooth multiplicative bias field, a Gaussian blur of random width (resolution)
+and Gaussian noise. A fifth of the slices
 pass unchanged. Every draw is a stateless function of ``seed``, so resumed runs repeat exactly.
 """
 
@@ -61,6 +62,15 @@ def spatial(image, label, seed):
     return warped, nearest
 
 
+def blur(image, sigma):
+    """Separable Gaussian blur (5 taps) of an (H, W, 1) image; ``sigma`` in pixels (0 = unchanged)."""
+    taps = tf.range(-2.0, 3.0)
+    kernel = tf.exp(-taps**2 / (2.0 * sigma**2 + 1e-6))
+    kernel /= tf.reduce_sum(kernel)
+    out = tf.nn.conv2d(image[None], tf.reshape(kernel, [5, 1, 1, 1]), 1, "SAME")
+    return tf.nn.conv2d(out, tf.reshape(kernel, [1, 5, 1, 1]), 1, "SAME")[0]
+
+
 def intensity(image, seed):
     """Contrast randomisation, gamma, bias field and noise on an image in [0, 1]; result in [0, 1]."""
     knots = 6
@@ -75,6 +85,7 @@ def intensity(image, seed):
     gamma = tf.exp(tf.random.stateless_normal([], _seed(seed, 4), stddev=0.3))
     image = tf.pow(tf.maximum(image, 1e-6), gamma)
     image *= tf.exp(_smooth_field(tf.shape(image)[:2], 4, 0.25, _seed(seed, 5)))
+    image = blur(image, tf.random.stateless_uniform([], _seed(seed, 8), 0.0, 1.2))
     sigma = tf.random.stateless_uniform([], _seed(seed, 6), 0.0, 0.04)
     image += tf.random.stateless_normal(tf.shape(image), _seed(seed, 7), stddev=sigma)
     return tf.clip_by_value(image / tf.maximum(tf.reduce_max(image), 1e-6), 0.0, 1.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_seg import __version__
-from gan_seg.errors import InputError
+from gan_seg.errors import InputError, RunError
 from gan_seg.fileio import atomic_path, check_output_dir, write_json
 
 CONFIG = "config.json"
@@ -186,3 +186,17 @@ def _complete(row, fields):
 def due(step, every, total):
     """True when a periodic event (log, checkpoint, sample) falls on ``step``: each ``every`` and the end."""
     return step == total or (every > 0 and step % every == 0)
+
+
+def run_step(step_fn, iterator, step, run_path, total):
+    """``step_fn(iterator)``; a lost peer under multi-worker training becomes a RunError that says how to
+    restart (the collectives fail on every worker when one dies)."""
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError)
+    try:
+        return step_fn(iterator)
+    except lost as err:
+        raise RunError(f"lost contact with another worker at step {step} ({type(err).__name__}); restart "
+                       f"every worker with: gan-seg train --resume {run_path} --steps {total}") from None

@@ -34,6 +34,7 @@ from gan_seg.training.engine import (
     absolute_path,
     due,
     resolve_precision,
+    run_step,
     versions,
 )
 
@@ -343,7 +344,7 @@ def train_gan(config, out, force=False, progress=True):
     }
     run.create(record, force=force)
     _train(trainer, run, record, 0, config.steps, progress)
-    return run.path
+    return run.path if run.writer else None
 
 
 def resume_gan(out, steps, progress=True):
@@ -374,7 +375,7 @@ def resume_gan(out, steps, progress=True):
         write_json(run.config_path, record)
         run.truncate_metrics(done)
     _train(trainer, run, record, done, steps, progress)
-    return run.path
+    return run.path if run.writer else None
 
 
 def _chief_hint(config):
@@ -401,7 +402,7 @@ def _train(trainer, run, record, start, total, progress):
     iterator = iter(trainer.dataset(start, total))
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
-        metrics = trainer.step(iterator)
+        metrics = run_step(trainer.step, iterator, step, run.path, total)
         if not all(math.isfinite(v) for v in metrics.values()):
             from gan_seg.errors import RunError
 

@@ -35,6 +35,7 @@ from gan_seg.training.engine import (
     absolute_path,
     due,
     resolve_precision,
+    run_step,
     versions,
 )
 from gan_seg.views import VIEWS, lr_merge, parse_views, to_slices
@@ -372,7 +373,7 @@ def train_segmentation(config, out, force=False, progress=True):
     }
     run.create(record, force=force)
     _train_views(config, run, record, volumes, strategy, init, progress, resume=False)
-    return run.path
+    return run.path if run.writer else None
 
 
 def resume_segmentation(out, epochs=None, progress=True):
@@ -393,7 +394,7 @@ def resume_segmentation(out, epochs=None, progress=True):
         write_json(run.config_path, record)
     init = record["resolved"].get("init")
     _train_views(config, run, record, volumes, strategy, init, progress, resume=True)
-    return run.path
+    return run.path if run.writer else None
 
 
 def _train_views(config, run, record, volumes, strategy, init, progress, resume):
@@ -442,7 +443,7 @@ def _train_view(trainer, run, record, names, start, total, progress):
     iterator = iter(trainer.dataset(start, total))
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
-        loss = trainer.step(iterator)
+        loss = run_step(trainer.step, iterator, step, run.path.parent, total)
         if not math.isfinite(loss):
             raise RunError(f"{trainer.view}: training diverged at step {step} (loss {loss}); resume from the "
                            "last checkpoint with a lower learning rate")
