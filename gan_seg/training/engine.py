@@ -6,6 +6,7 @@ chief), and restarts a run from its last complete checkpoint.
 """
 
 import csv
+import dataclasses
 import json
 import platform
 import re
@@ -56,6 +57,38 @@ def resolve_precision(precision):
     except OSError:
         return "float32"
     return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Options every training run has; trainers' configs extend it and are saved as ``config.json``."""
+
+    precision: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    strategy: str = "auto"
+    devices: str | None = None
+
+    def common_problems(self):
+        """Messages for the invalid shared options (the trainers add their own and raise once)."""
+        problems = []
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
+        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1:
+            problems.append(f"keep-checkpoints must be a positive integer, got {self.keep_checkpoints!r}")
+        if not isinstance(self.log_every, int) or self.log_every < 0:
+            problems.append(f"log-every must be >= 0 (0 = only at the end), got {self.log_every!r}")
+        return problems
+
+    @classmethod
+    def known_options(cls, data):
+        """The entries of ``data`` (a saved config) that are fields of ``cls``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in data.items() if k in names}
 
 
 def absolute_path(value):

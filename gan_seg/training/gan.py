@@ -29,8 +29,8 @@ from gan_seg.errors import InputError
 from gan_seg.progress import Progress
 from gan_seg.training.distribute import setup_strategy
 from gan_seg.training.engine import (
-    PRECISIONS,
     RunDirectory,
+    RunOptions,
     absolute_path,
     due,
     resolve_precision,
@@ -46,7 +46,7 @@ _DATA_SALT, _D_NOISE_SALT, _D_LABEL_SALT, _G_NOISE_SALT, _G_LABEL_SALT = 1, 2, 3
 
 
 @dataclasses.dataclass
-class GanConfig:
+class GanConfig(RunOptions):
     """Every option of a GAN run; saved as the run's ``config.json``."""
 
     model: str = "dcgan"
@@ -61,28 +61,19 @@ class GanConfig:
     d_decay: float = 6e-8
     g_decay: float = 3e-8
     label_smoothing: float = 0.0
-    precision: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
     checkpoint_every: int = 500
     sample_every: int = 500
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    strategy: str = "auto"
-    devices: str | None = None
 
     def validate(self):
         """Raise one InputError listing every invalid option."""
-        problems = []
+        problems = self.common_problems()
         if self.model not in MODELS:
             problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        for name in ("latent_dim", "steps", "batch_size", "d_steps", "keep_checkpoints"):
+        for name in ("latent_dim", "steps", "batch_size", "d_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 problems.append(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("checkpoint_every", "sample_every", "log_every"):
+        for name in ("checkpoint_every", "sample_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 problems.append(f"{name.replace('_', '-')} must be >= 0 (0 = only at the end), got {value!r}")
@@ -94,8 +85,6 @@ class GanConfig:
                 problems.append(f"{name.replace('_', '-')} must be >= 0")
         if not 0.0 <= self.label_smoothing < 0.5:
             problems.append(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            problems.append(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -106,8 +95,7 @@ class GanConfig:
 
     @classmethod
     def from_json(cls, data):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        options = {k: v for k, v in data.items() if k in fields}
+        options = cls.known_options(data)
         if options.get("image_shape"):
             options["image_shape"] = tuple(options["image_shape"])
         return cls(**options)

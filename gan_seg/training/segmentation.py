@@ -30,8 +30,8 @@ from gan_seg.fileio import check_output_dir, write_json
 from gan_seg.progress import Progress
 from gan_seg.training.distribute import setup_strategy
 from gan_seg.training.engine import (
-    PRECISIONS,
     RunDirectory,
+    RunOptions,
     absolute_path,
     due,
     resolve_precision,
@@ -48,7 +48,7 @@ ARCHITECTURE_FIELDS = ("model", "filters", "kernel_size", "se", "se_combine", "d
 
 
 @dataclasses.dataclass
-class SegConfig:
+class SegConfig(RunOptions):
     """Every option of a segmentation run; saved as the run's ``config.json``."""
 
     model: str = "quicknat"
@@ -72,17 +72,11 @@ class SegConfig:
     class_weight_cap: float = 5.0
     voxel_size: float = 1.0
     init: str | None = None
-    precision: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    log_every: int = 10
     keep_checkpoints: int = 2
-    strategy: str = "auto"
-    devices: str | None = None
 
     def validate(self):
         """Raise one InputError listing every invalid option."""
-        problems = []
+        problems = self.common_problems()
         if self.model not in MODELS:
             problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
         if self.data is None:
@@ -92,23 +86,18 @@ class SegConfig:
             self.views = parse_views(self.views)
         except InputError as err:
             problems.append(str(err))
-        for name in ("filters", "kernel_size", "epochs", "batch_size", "lr_step_epochs", "keep_checkpoints"):
+        for name in ("filters", "kernel_size", "epochs", "batch_size", "lr_step_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 problems.append(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         checks = {
             "learning_rate": self.learning_rate > 0, "weight_decay": self.weight_decay >= 0,
             "lr_gamma": 0 < self.lr_gamma <= 1, "val_fraction": 0 <= self.val_fraction < 1,
             "dropout": 0 <= self.dropout < 1, "background_max": 0 < self.background_max <= 1,
             "class_weight_cap": self.class_weight_cap > 0, "voxel_size": 0.1 <= self.voxel_size <= 10,
-            "log_every": isinstance(self.log_every, int) and self.log_every >= 0,
         }
         problems += [f"{name.replace('_', '-')} {getattr(self, name)!r} is out of range"
                      for name, ok in checks.items() if not ok]
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            problems.append(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -117,8 +106,7 @@ class SegConfig:
 
     @classmethod
     def from_json(cls, data):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        options = {k: v for k, v in data.items() if k in fields}
+        options = cls.known_options(data)
         options["views"] = tuple(options.get("views", VIEWS))
         return cls(**options)
 
