@@ -166,7 +166,8 @@ def test_write_samples_dir_unconditional_into_existing(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["00000_-1.png", "00001_-1.png"]
     (path / "keep.txt").write_text("x")
     write_samples(_images(1, c=3), None, "dir", path)
-    assert sorted(p.name for p in path.iterdir()) == ["00000_-1.png", "00001_-1.png", "keep.txt"]
+    # The earlier samples are replaced (no stale 00001 beside the new draw); other files stay.
+    assert sorted(p.name for p in path.iterdir()) == ["00000_-1.png", "keep.txt"]
     with Image.open(path / "00000_-1.png") as im:
         assert im.mode == "RGB"
     assert [p.name for p in tmp_path.iterdir()] == ["samples"]
