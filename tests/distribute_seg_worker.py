@@ -1,17 +1,24 @@
 """Subprocess side of tests/test_distribute.py for QuickNAT: one ViewTrainer step, 1 replica vs 2.
 
 Run as ``sys.executable tests/distribute_seg_worker.py OUT_DIR DATA_DIR`` (DATA_DIR: a phantom data set,
-see tests/conftest.py). It splits the CPU into 2 logical devices before TensorFlow starts and, for each
-case, builds a tiny QuickNAT trainer twice from the same slices: with the default strategy (1 replica,
+see tests/conftest.py). The CPU is split into 2 logical devices before TensorFlow starts; then the same
+tiny QuickNAT trainer (axial slices of the phantoms) is built twice: with the default strategy (1 replica,
 the full global batch, plain BatchNorm) and with a 2-replica MirroredStrategy (half the batch each,
-BatchNorm synchronised automatically), copies the first one's state into the second, runs one step of
-each and writes:
+BatchNorm synchronised because replicas > 1). Both start from one state and take one step.
 
-- ``OUT_DIR/seg_<case>.npz``: ``start/``, ``single/`` and ``mirrored/<group>/<i>`` - every checkpointed
-  variable (model weights, BatchNorm statistics, optimizer slots) before and after the step, and
-  ``batch/single/{images,labels}`` and ``batch/mirrored/{images,labels}``: the global batch of step 1 as
-  each strategy feeds it (the replicas' halves concatenated in replica order);
-- ``OUT_DIR/seg_results.json``: per case the losses, replicas, replica spread and variable paths.
+Two things make an exact comparison meaningful (without them a 1-replica step on the same batch with its
+rows in another order already differs from itself by ~2 x the learning rate in a third of the arrays):
+
+- Keras' default float type is float64 here (the trainer is still told ``precision="float32"``, which
+  means "the Keras default"): in float32, Adam's first step turns round-off in near-zero gradients into
+  +-learning-rate updates, and max-pooling ties in the zero-padded background break either way;
+- the start state is generic (``generic_start``): at Keras' initial values (BatchNorm beta 0, PReLU slope
+  0) the bottleneck's unpooled map has mean exactly 0, so decode4's BatchNorm puts 3/4 of its outputs on
+  the PReLU kink, where the gradient depends on the sign of round-off.
+
+Writes ``OUT_DIR/seg_<case>.npz`` (``start/``, ``single/``, ``mirrored/<group>/<i>``: every checkpointed
+variable before and after the step; ``batch/{single,mirrored}/{images,labels}``: step 1's global batch as
+each strategy feeds it, the replicas' halves concatenated) and ``OUT_DIR/seg_results.json``.
 """
 
 import json
@@ -27,13 +34,41 @@ import numpy as np  # noqa: E402
 
 REPLICAS = 2
 VIEW = "axial"
-# name: SegConfig overrides on top of BASE
-CASES = {
-    "augment": dict(augment=True),
-    "plain": dict(augment=False),
-}
-BASE = dict(model="quicknat", views=(VIEW,), filters=4, kernel_size=3, se="scse", dropout=0.0, batch_size=8,
-            epochs=1, learning_rate=1e-3, val_fraction=0.0, precision="float32", strategy="none", seed=5)
+ARCHITECTURE = dict(model="quicknat", filters=4, kernel_size=3, se="scse", se_combine="max", dropout=0.0)
+BASE = dict(**ARCHITECTURE, views=(VIEW,), batch_size=8, epochs=1, learning_rate=1e-3, val_fraction=0.0,
+            precision="float32", strategy="none", seed=5)
+
+
+def generic_start(model, seed=0):
+    """Move every BatchNorm gamma / beta and PReLU slope off its initial value (1 / 0 / 0)."""
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        kind = v.path.rsplit("/", 1)[-1]
+        if kind == "gamma":
+            v.assign(rng.uniform(0.8, 1.2, v.shape))
+        elif kind == "beta":
+            v.assign(rng.normal(0.0, 0.1, v.shape))
+        elif kind == "alpha":
+            v.assign(rng.uniform(0.05, 0.3, v.shape))
+
+
+def write_init_run(path, class_names, seed=0):
+    """A minimal run directory that ``gan-seg train --init`` accepts: ``config.json`` (the architecture)
+    and ``axial/model.keras``, a fresh tiny QuickNAT moved to a generic start."""
+    import keras
+
+    from gan_seg.models.saving import save_model
+    from gan_seg.training.segmentation import MODEL_FILE, SegConfig, build_view_model
+
+    path = Path(path)
+    (path / VIEW).mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    model = build_view_model(SegConfig(**ARCHITECTURE), len(class_names))
+    generic_start(model, seed)
+    save_model(model, path / VIEW / MODEL_FILE, {"kind": "segmentation", "architecture": "quicknat",
+                                                 "view": VIEW, "class_names": list(class_names)})
+    (path / "config.json").write_text(json.dumps(ARCHITECTURE))
+    return path
 
 
 def _arrays(trainer, prefix):
@@ -42,10 +77,10 @@ def _arrays(trainer, prefix):
             for i, v in enumerate(variables)}
 
 
-def _copy_state(source, target):
-    for group, variables in source.checkpoint_groups().items():
-        for a, b in zip(variables, target.checkpoint_groups()[group], strict=True):
-            b.assign(a.numpy())
+def _assign(trainer, arrays, prefix):
+    for group, variables in trainer.checkpoint_groups().items():
+        for i, v in enumerate(variables):
+            v.assign(arrays[f"{prefix}/{group}/{i:05d}"])
 
 
 def _local(strategy, value):
@@ -63,7 +98,7 @@ def _replica_spread(trainer):
 
 
 def slices(data):
-    """The training slices of ``VIEW`` from the phantoms in ``data``: ``(class_names, (x, y))``."""
+    """The training slices of ``VIEW`` of the phantoms in ``data``: ``(class_names, (x, y))``."""
     from gan_seg.training.segmentation import (
         SegConfig,
         load_training_volumes,
@@ -79,33 +114,73 @@ def slices(data):
     return class_names, view_slices(train, VIEW, label_map, view_size(volumes, VIEW), config.background_max)
 
 
-def compare_case(name, overrides, strategy, class_names, train, out):
-    import tensorflow as tf
-
-    from gan_seg.training.segmentation import SegConfig, ViewTrainer
-
-    config = SegConfig(data="unused", **{**BASE, **overrides})
-    steps_per_epoch = len(train[0]) // config.batch_size
-    single = ViewTrainer(config, VIEW, class_names, train, train, tf.distribute.get_strategy(), "float32",
-                         steps_per_epoch)
-    mirrored = ViewTrainer(config, VIEW, class_names, train, train, strategy, "float32", steps_per_epoch)
-    _copy_state(single, mirrored)
-    arrays = _arrays(single, "start")
+def step_case(single, mirrored, start, out, name):
+    """Both trainers from ``start``: step 1's global batch as each feeds it, then one step each."""
+    _assign(single, start, "start")
+    _assign(mirrored, start, "start")
+    arrays = dict(start)
     images, labels = next(iter(single.dataset(0, 1)))
     arrays["batch/single/images"], arrays["batch/single/labels"] = np.asarray(images), np.asarray(labels)
     images, labels = next(iter(mirrored.dataset(0, 1)))
-    arrays["batch/mirrored/images"] = _local(strategy, images)
-    arrays["batch/mirrored/labels"] = _local(strategy, labels)
+    arrays["batch/mirrored/images"] = _local(mirrored.strategy, images)
+    arrays["batch/mirrored/labels"] = _local(mirrored.strategy, labels)
     losses = {"single": single.step(iter(single.dataset(0, 1))),
               "mirrored": mirrored.step(iter(mirrored.dataset(0, 1)))}
     arrays.update(_arrays(single, "single"))
     arrays.update(_arrays(mirrored, "mirrored"))
     np.savez(out / f"seg_{name}.npz", **arrays)
-    paths = {group: [v.path for v in variables] for group, variables in mirrored.checkpoint_groups().items()}
-    sync_bn = [layer.synchronized for layer in mirrored.model.layers if hasattr(layer, "synchronized")]
     return {"losses": losses, "replicas": mirrored.strategy.num_replicas_in_sync,
-            "single_replicas": single.strategy.num_replicas_in_sync, "replica_spread": _replica_spread(mirrored),
-            "synchronized_bn": sync_bn, "paths": paths, "slices": len(train[0])}
+            "single_replicas": single.strategy.num_replicas_in_sync,
+            "replica_spread": _replica_spread(mirrored),
+            "synchronized_bn": [layer.synchronized for layer in mirrored.model.layers
+                                if hasattr(layer, "synchronized")],
+            "single_synchronized_bn": [layer.synchronized for layer in single.model.layers
+                                       if hasattr(layer, "synchronized")],
+            "augment": single.config.augment and mirrored.config.augment,
+            "paths": {group: [v.path for v in variables]
+                      for group, variables in single.checkpoint_groups().items()}}
+
+
+def dropout_checks(strategy, class_names, batch):
+    """Dropout 0.2 in training mode, forward only: 1 replica on the global batch vs 2 replicas on its
+    halves (same weights, same seed-generator states); and 2 replicas fed the SAME half. BatchNorm is
+    frozen (moving statistics), so only the dropout masks can tell the replicas from 1 replica."""
+    import keras
+    import tensorflow as tf
+
+    from gan_seg.training.segmentation import SegConfig, build_view_model
+
+    config = SegConfig(**{**ARCHITECTURE, "dropout": 0.2})
+    keras.utils.set_random_seed(1)
+    single = build_view_model(config, len(class_names))
+    generic_start(single)
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        mirrored = build_view_model(config, len(class_names), synchronized_bn=True)
+    for a, b in zip(single.variables, mirrored.variables, strict=True):
+        b.assign(a.numpy())
+    for layer in [*single.layers, *mirrored.layers]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    seed_states = [np.array(v.numpy()) for v in single.variables if "seed_generator" in v.path]
+
+    @tf.function
+    def forward(parts):
+        return strategy.run(lambda x: mirrored(x, training=True), args=(parts,))
+
+    def per_replica(parts):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(parts[context.replica_id_in_sync_group]))
+
+    half = len(batch) // REPLICAS
+    expected = np.asarray(single(tf.constant(batch), training=True))
+    split = _local(strategy, forward(per_replica([batch[:half], batch[half:]])))
+    same = [np.asarray(p) for p in strategy.experimental_local_results(
+        forward(per_replica([batch[:half], batch[:half]])))]
+    return {"layers": sum(isinstance(layer, keras.layers.Dropout) for layer in mirrored.layers),
+            "seed_states": len(seed_states),
+            "max_diff_vs_single": float(np.abs(split - expected).max()),
+            "same_input_replica_diff": float(np.abs(same[0] - same[1]).max())}
 
 
 def main(out, data):
@@ -114,9 +189,42 @@ def main(out, data):
     from gan_seg.training.distribute import make_strategy
 
     strategy, _ = make_strategy("mirrored", f"cpu:{REPLICAS}")
+    import keras
+    import tensorflow as tf
+
+    import gan_seg.training.segmentation as seg
+
+    keras.config.set_floatx("float64")
     class_names, train = slices(data)
-    results = {name: compare_case(name, overrides, strategy, class_names, train, out)
-               for name, overrides in CASES.items()}
+    config = seg.SegConfig(data=str(data), **{**BASE, "augment": True})
+    steps_per_epoch = len(train[0]) // config.batch_size
+
+    def trainer(on):
+        return seg.ViewTrainer(config, VIEW, class_names, train, train, on, "float32", steps_per_epoch)
+
+    single, mirrored = trainer(tf.distribute.get_strategy()), trainer(strategy)
+    generic_start(single.model)
+    start = _arrays(single, "start")
+    results = {"slices": len(train[0]), "cases": {}}
+    # One trainer pair for both cases: the augmentation flag is read when the dataset is built, so the
+    # second case reuses the compiled step (tracing a synchronised-BatchNorm step takes most of the time).
+    results["cases"]["augment"] = step_case(single, mirrored, start, out, "augment")
+    config.augment = False
+    results["cases"]["plain"] = step_case(single, mirrored, start, out, "plain")
+    results["traces"] = {"single": single._step.experimental_get_tracing_count(),
+                         "mirrored": mirrored._step.experimental_get_tracing_count()}
+
+    # Control: the same 2-replica step with per-replica BatchNorm statistics must differ.
+    original = seg.build_view_model
+    seg.build_view_model = lambda *a, synchronized_bn=False, **k: original(*a, **k)
+    try:
+        unsynced = trainer(strategy)
+    finally:
+        seg.build_view_model = original
+    results["cases"]["unsynced_bn"] = step_case(single, unsynced, start, out, "unsynced_bn")
+
+    batch = np.load(out / "seg_plain.npz")["batch/single/images"]
+    results["dropout"] = dropout_checks(strategy, class_names, batch)
     (out / "seg_results.json").write_text(json.dumps(results, indent=1))
 
 
