@@ -38,15 +38,6 @@ def median_frequency_weights(class_counts, cap=None):
     return weights.astype(np.float32)
 
 
-def default_omega0(class_counts):
-    """The paper's boundary weight ``omega0 = 2 * median(f) / min(f)`` over the classes present.
-
-    Uncapped this is twice the largest median-frequency weight; from counts it does not depend on ``cap``.
-    """
-    freq, _ = _present_frequencies(class_counts)
-    return float(2 * np.median(freq) / freq.min())
-
-
 def boundary_mask(labels):
     """float32 (B, H, W): 1 where a pixel's label differs from one of its 4 neighbours (the image edge is
     not a boundary)."""

@@ -44,11 +44,6 @@ def test_bad_cap_is_input_error():
         losses.median_frequency_weights([1, 2], cap=0)
 
 
-def test_default_omega0_is_twice_median_over_min_frequency():
-    assert losses.default_omega0([10, 30, 60]) == pytest.approx(2 * 0.3 / 0.1)
-    assert losses.default_omega0([0, 10, 30, 60]) == pytest.approx(6.0)
-
-
 def test_boundary_mask():
     labels = np.array([[[0, 0, 1, 1],
                         [0, 0, 1, 1],
