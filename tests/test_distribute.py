@@ -55,8 +55,8 @@ def _stop(procs):
 def _worker_procs(request, tmp_path_factory):
     """Start the worker scripts that this session's selected tests need, side by side (each spends most
     of its time tracing on one core): ``{fixture: (process, out_dir, results file)}``."""
-    wanted = {name for item in request.session.items for name in ("mirrored", "seg_mirrored")
-              if name in getattr(item, "fixturenames", ())}
+    wanted = {name for item in request.session.items if getattr(item, "module", None) is request.module
+              for name in ("mirrored", "seg_mirrored") if name in getattr(item, "fixturenames", ())}
     scripts = {"mirrored": (WORKER, (), "results.json"),
                "seg_mirrored": (SEG_WORKER, ("phantoms",), "seg_results.json")}
     procs = {}
@@ -362,7 +362,8 @@ def test_multi_worker_quicknat_matches_single_process(tmp_path, phantoms):
 
     As in tests/distribute_seg_worker.py the runs compute in float64 (Keras' floatx from a keras.json in
     KERAS_HOME) and start from a generic init (--init; its config has dropout 0, see _DROPOUT_BUG below): in
-    float32, or from Keras' initial BatchNorm/PReLU values, round-off alone moves a few weights by ~lr.
+    float32, or from Keras' initial BatchNorm/PReLU values, round-off alone moves weights by up to ~lr and
+    Adam slots by percents, so no tolerance could tell a distribution bug from it. Augmentation stays on.
     """
     from tests.conftest import PHANTOM_CLASSES
     from tests.distribute_seg_worker import write_init_run
