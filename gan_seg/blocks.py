@@ -9,7 +9,7 @@ shares one SE module across blocks) and models serialise without custom code.
 from keras import layers
 
 from gan_seg.errors import InputError
-from gan_seg.layers import MaxPoolWithIndices, MaxUnpool
+from gan_seg.layers import GlobalBatchDropout, MaxPoolWithIndices, MaxUnpool
 
 SE_MODES = (None, "cse", "sse", "scse")
 SE_COMBINES = ("max", "add")
@@ -92,7 +92,7 @@ def encoder_block(x, filters=64, kernel_size=5, *, name, se=None, se_combine="ma
                     synchronized_bn=synchronized_bn, dtype=dtype)
     x = se_block(x, se, se_combine, name=f"{name}_se", ratio=se_ratio, dtype=dtype)
     if dropout:
-        x = layers.Dropout(dropout, name=f"{name}_dropout", dtype=dtype)(x)
+        x = GlobalBatchDropout(dropout, name=f"{name}_dropout", dtype=dtype)(x)
     pooled, indices = MaxPoolWithIndices(name=f"{name}_pool", dtype=dtype)(x)
     return pooled, indices, x
 
@@ -107,7 +107,7 @@ def decoder_block(x, indices, skip, filters=64, kernel_size=5, *, name, se=None,
                     synchronized_bn=synchronized_bn, dtype=dtype)
     x = se_block(x, se, se_combine, name=f"{name}_se", ratio=se_ratio, dtype=dtype)
     if dropout:
-        x = layers.Dropout(dropout, name=f"{name}_dropout", dtype=dtype)(x)
+        x = GlobalBatchDropout(dropout, name=f"{name}_dropout", dtype=dtype)(x)
     return x
 
 

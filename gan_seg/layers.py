@@ -1,4 +1,5 @@
-"""Custom serialisable layers: 2x2 max-pooling that keeps its indices and the matching max-unpooling.
+"""Custom serialisable layers: 2x2 max-pooling that keeps its indices, the matching max-unpooling, and
+dropout that gives the same masks for any number of tf.distribute replicas.
 
 Both are written with ``keras.ops`` only (no ``tf.nn.max_pool_with_argmax``, which returns flat indices and
 has no XLA kernel), so they run on TensorFlow and JAX, under XLA, with dynamic batch and image sizes.
@@ -70,3 +71,36 @@ class MaxUnpool(keras.layers.Layer):
         shape = (batch, None if height is None else height * 2, None if width is None else width * 2,
                  channels)
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+
+def _replica_position():
+    """``(replicas, this replica's index)`` inside a tf.distribute replica context, else ``(1, 0)``."""
+    if keras.backend.backend() != "tensorflow":
+        return 1, 0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 1, 0
+    return context.num_replicas_in_sync, context.replica_id_in_sync_group
+
+
+@keras.saving.register_keras_serializable(package="gan_seg")
+class GlobalBatchDropout(keras.layers.Dropout):
+    """Dropout whose mask is drawn for the whole GLOBAL batch and sliced per replica.
+
+    Keras' Dropout keeps its seed in a mirrored variable, so under tf.distribute every replica would draw
+    the same mask for its rows, and N replicas would train differently from one. Here the mask of row r of
+    replica k is the mask of global row k * local_batch + r: N replicas drop exactly like one.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        replicas, replica = _replica_position()
+        local = ops.shape(inputs)[0]
+        shape = (replicas * local, *ops.shape(inputs)[1:])
+        keep = keras.random.uniform(shape, seed=self.seed_generator) >= self.rate
+        if replicas > 1:
+            keep = ops.slice(keep, (replica * local, *([0] * (len(shape) - 1))), (local, *shape[1:]))
+        return ops.where(keep, inputs / (1.0 - self.rate), ops.zeros_like(inputs))

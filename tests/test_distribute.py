@@ -471,20 +471,11 @@ def test_quicknat_unsynchronized_batchnorm_would_differ(seg_mirrored):
 
 
 def test_quicknat_dropout_check_ran(seg_mirrored):
-    """The dropout checks below ran on QuickNAT's 8 Dropout layers (their seed states are variables)."""
+    """The dropout checks below ran on QuickNAT's 8 dropout layers (their seed states are variables)."""
     results, _ = seg_mirrored
     assert results["dropout"]["layers"] == 8 and results["dropout"]["seed_states"] == 8
 
 
-_DROPOUT_BUG = (
-    "library bug: QuickNAT's keras.layers.Dropout draws its mask from the layer's SeedGenerator, whose state "
-    "is mirrored, so every replica draws the same mask for its own rows: 2 replicas x 4 slices get other "
-    "masks than 1 x 8 (with the default --dropout 0.2 the replica count changes training) and row i of "
-    "every replica shares one mask. Fix: a gan_seg.layers dropout that draws the global batch's mask from "
-    "the generator seed and keeps this replica's rows.")
-
-
-@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
 def test_quicknat_dropout_masks_match_one_replica(seg_mirrored):
     """Training-mode forward pass with dropout 0.2, same weights and seed states: 2 replicas on the
     global batch's halves give what 1 replica gives on the whole batch."""
@@ -492,7 +483,6 @@ def test_quicknat_dropout_masks_match_one_replica(seg_mirrored):
     assert results["dropout"]["max_diff_vs_single"] < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason=_DROPOUT_BUG)
 def test_quicknat_dropout_masks_differ_between_replicas(seg_mirrored):
     """2 replicas fed the SAME 4 slices must still drop different units (independent masks)."""
     results, _ = seg_mirrored

@@ -11,6 +11,7 @@ from keras import layers
 
 from gan_seg.blocks import BN_MOMENTUM, classifier_block, decoder_block, dense_block, encoder_block, se_block
 from gan_seg.errors import InputError
+from gan_seg.layers import GlobalBatchDropout
 
 DEPTH = 4
 SE_MODES = (None, "cse", "sse", "scse")
@@ -82,7 +83,7 @@ def build_unet(input_shape=(256, 256, 1), num_classes=28, filters=64, kernel_siz
         x = dense_block(x, name=f"decode{i}_dense", **common)
         x = se_block(x, se, se_combine, name=f"decode{i}_se", dtype=dtype)
         if dropout:
-            x = layers.Dropout(dropout, name=f"decode{i}_dropout", dtype=dtype)(x)
+            x = GlobalBatchDropout(dropout, name=f"decode{i}_dropout", dtype=dtype)(x)
     probabilities = classifier_block(x, num_classes, name="classifier", dtype=dtype)
     return keras.Model(image, probabilities, name=name)
 
