@@ -221,6 +221,28 @@ def due(step, every, total):
     return step == total or (every > 0 and step % every == 0)
 
 
+def seed_stream(*words):
+    """``seed_for(salt, counter)``: stateless TF seeds derived from ``(*words, salt, counter)``, so every
+    random draw of a run is a pure function of its seed, the purpose (salt) and the step."""
+    import tensorflow as tf
+
+    base = tf.constant([words[0], 0], tf.int64)
+    for word in words[1:]:
+        base = tf.random.experimental.stateless_fold_in(base, word)
+
+    def seed_for(salt, counter):
+        return tf.random.experimental.stateless_fold_in(
+            tf.random.experimental.stateless_fold_in(base, salt), counter)
+
+    return seed_for
+
+
+def replica_layout(context, global_batch):
+    """``(per-replica batch, replicas this input pipeline feeds, global index of its first replica)``."""
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    return context.get_per_replica_batch_size(global_batch), local, context.input_pipeline_id * local
+
+
 def run_step(step_fn, iterator, step, run_path, total):
     """``step_fn(iterator)``; a lost peer under multi-worker training becomes a RunError that says how to
     restart (the collectives fail on every worker when one dies)."""

@@ -33,8 +33,10 @@ from gan_seg.training.engine import (
     RunOptions,
     absolute_path,
     due,
+    replica_layout,
     resolve_precision,
     run_step,
+    seed_stream,
     versions,
 )
 
@@ -214,16 +216,10 @@ class GanTrainer:
         x = tf.constant(self.x)
         y = tf.constant(self.y if self.y is not None else np.zeros(n, np.int32))
         classes = self.num_classes or 1
-        base = tf.constant([cfg.seed, 0], tf.int64)
-
-        def seed_for(salt, counter):
-            return tf.random.experimental.stateless_fold_in(
-                tf.random.experimental.stateless_fold_in(base, salt), counter)
+        seed_for = seed_stream(cfg.seed)
 
         def dataset_fn(context):
-            batch = context.get_per_replica_batch_size(global_batch)
-            local = context.num_replicas_in_sync // context.num_input_pipelines
-            first = context.input_pipeline_id * local
+            batch, local, first = replica_layout(context, global_batch)
 
             def element(k):
                 step, replica = k // local, first + k % local

@@ -34,8 +34,10 @@ from gan_seg.training.engine import (
     RunOptions,
     absolute_path,
     due,
+    replica_layout,
     resolve_precision,
     run_step,
+    seed_stream,
     versions,
 )
 from gan_seg.views import VIEWS, lr_merge, parse_views, to_slices
@@ -241,17 +243,10 @@ class ViewTrainer:
         cfg, n = self.config, len(self.x)
         global_batch, per_epoch = cfg.batch_size, self.steps_per_epoch
         x, y = tf.constant(self.x), tf.constant(self.y)
-        base = tf.random.experimental.stateless_fold_in(
-            tf.constant([cfg.seed, 0], tf.int64), VIEWS.index(self.view))
-
-        def seed_for(salt, counter):
-            return tf.random.experimental.stateless_fold_in(
-                tf.random.experimental.stateless_fold_in(base, salt), counter)
+        seed_for = seed_stream(cfg.seed, VIEWS.index(self.view))
 
         def dataset_fn(context):
-            batch = context.get_per_replica_batch_size(global_batch)
-            local = context.num_replicas_in_sync // context.num_input_pipelines
-            first = context.input_pipeline_id * local
+            batch, local, first = replica_layout(context, global_batch)
 
             def example(k):
                 step, rest = k // (local * batch), k % (local * batch)
