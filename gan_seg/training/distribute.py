@@ -61,6 +61,12 @@ def is_chief_task(tf_config=None):
     return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
+def starts_as_chief(name):
+    """Whether this process will write the run directory, known before TensorFlow starts: always, except
+    for a non-chief worker of a multi-worker strategy (TF_CONFIG checked here)."""
+    return is_chief_task(check_tf_config()) if name == "multi-worker" else True
+
+
 def make_strategy(name="auto", devices=None):
     """Create the strategy ``name`` over ``devices``; returns ``(strategy, is_chief)``."""
     if name not in STRATEGIES:

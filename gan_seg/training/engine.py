@@ -243,9 +243,9 @@ def replica_layout(context, global_batch):
     return context.get_per_replica_batch_size(global_batch), local, context.input_pipeline_id * local
 
 
-def run_step(step_fn, iterator, step, run_path, total):
-    """``step_fn(iterator)``; a lost peer under multi-worker training becomes a RunError that says how to
-    restart (the collectives fail on every worker when one dies)."""
+def run_step(step_fn, iterator, step, restart):
+    """``step_fn(iterator)``; a lost peer under multi-worker training becomes a RunError that gives the
+    ``restart`` command (the collectives fail on every worker when one dies)."""
     import tensorflow as tf
 
     lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
@@ -254,4 +254,4 @@ def run_step(step_fn, iterator, step, run_path, total):
         return step_fn(iterator)
     except lost as err:
         raise RunError(f"lost contact with another worker at step {step} ({type(err).__name__}); restart "
-                       f"every worker with: gan-seg train --resume {run_path} --steps {total}") from None
+                       f"every worker with: {restart}") from None

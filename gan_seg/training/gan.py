@@ -25,9 +25,10 @@ import time
 
 import numpy as np
 
-from gan_seg.errors import InputError
+from gan_seg.errors import InputError, RunError
+from gan_seg.fileio import check_output_dir, write_json
 from gan_seg.progress import Progress
-from gan_seg.training.distribute import setup_strategy
+from gan_seg.training.distribute import setup_strategy, starts_as_chief
 from gan_seg.training.engine import (
     RunDirectory,
     RunOptions,
@@ -299,11 +300,8 @@ def train_gan(config, out, force=False, progress=True):
     """Start a new run in ``out`` and train it to ``config.steps``; returns the run directory."""
     config.validate()
     config.data = absolute_path(config.data)
-    chief = _chief_hint(config)
-    run = RunDirectory(out, writer=chief)
-    if chief:
-        from gan_seg.fileio import check_output_dir
-
+    run = RunDirectory(out, writer=starts_as_chief(config.strategy))
+    if run.writer:
         check_output_dir(run.path, force=force)
     data = _load_data(config)
     image_shape = tuple(int(d) for d in data.x.shape[1:])
@@ -354,18 +352,10 @@ def resume_gan(out, steps, progress=True):
     record["steps"] = steps
     record.setdefault("resumes", []).append({"from_step": done, "to_step": steps, "versions": versions()})
     if chief:
-        from gan_seg.fileio import write_json
-
         write_json(run.config_path, record)
         run.truncate_metrics(done)
     _train(trainer, run, record, done, steps, progress)
     return run.path if run.writer else None
-
-
-def _chief_hint(config):
-    from gan_seg.training.distribute import check_tf_config, is_chief_task
-
-    return is_chief_task(check_tf_config()) if config.strategy == "multi-worker" else True
 
 
 def _check_replicas(config, strategy):
@@ -386,10 +376,8 @@ def _train(trainer, run, record, start, total, progress):
     iterator = iter(trainer.dataset(start, total))
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
-        metrics = run_step(trainer.step, iterator, step, run.path, total)
+        metrics = run_step(trainer.step, iterator, step, f"gan-seg train --resume {run.path} --steps {total}")
         if not all(math.isfinite(v) for v in metrics.values()):
-            from gan_seg.errors import RunError
-
             raise RunError(f"training diverged at step {step} (non-finite loss {metrics}); "
                            f"resume from the last checkpoint with a lower learning rate")
         images = (step - start) * images_per_step

@@ -28,7 +28,7 @@ import numpy as np
 from gan_seg.errors import InputError, RunError
 from gan_seg.fileio import check_output_dir, write_json
 from gan_seg.progress import Progress
-from gan_seg.training.distribute import setup_strategy
+from gan_seg.training.distribute import setup_strategy, starts_as_chief
 from gan_seg.training.engine import (
     RunDirectory,
     RunOptions,
@@ -333,14 +333,11 @@ def _load_init_weights(model, init_dir, view, class_names):
 
 def train_segmentation(config, out, force=False, progress=True):
     """Start a segmentation run in ``out``: train every requested view; returns the run directory."""
-    from gan_seg.training.distribute import check_tf_config, is_chief_task
-
     config.validate()
     for field in ("data", "classes", "init"):
         setattr(config, field, absolute_path(getattr(config, field)))
-    chief = is_chief_task(check_tf_config()) if config.strategy == "multi-worker" else True
-    run = RunDirectory(out, writer=chief)
-    if chief:
+    run = RunDirectory(out, writer=starts_as_chief(config.strategy))
+    if run.writer:
         check_output_dir(run.path, force=force)
     init = _apply_init(config)
     volumes, class_names = load_training_volumes(config)
@@ -426,7 +423,7 @@ def _train_view(trainer, run, record, names, start, total, progress):
     iterator = iter(trainer.dataset(start, total))
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
-        loss = run_step(trainer.step, iterator, step, run.path.parent, total)
+        loss = run_step(trainer.step, iterator, step, f"gan-seg train --resume {run.path.parent}")
         if not math.isfinite(loss):
             raise RunError(f"{trainer.view}: training diverged at step {step} (loss {loss}); resume from the "
                            "last checkpoint with a lower learning rate")
