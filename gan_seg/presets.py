@@ -19,7 +19,12 @@ METADATA = "metadata.json"
 def weights_dir():
     """The folder presets are read from."""
     override = os.environ.get("GAN_SEG_WEIGHTS")
-    return Path(override) if override else Path(str(importlib.resources.files("gan_seg.weights")))
+    if override:
+        return Path(override)
+    try:
+        return Path(str(importlib.resources.files("gan_seg.weights")))
+    except ModuleNotFoundError:  # imported from a source checkout: weights/ sits beside gan_seg/
+        return Path(__file__).resolve().parent.parent / "weights"
 
 
 def list_presets():
