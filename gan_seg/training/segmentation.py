@@ -419,7 +419,8 @@ def _train_view(trainer, run, record, names, start, total, progress):
     config = trainer.config
     best_path = run.path / BEST
     best = json.loads(best_path.read_text())["dice_mean"] if best_path.is_file() else -1.0
-    bar = Progress(start, total, enabled=progress and run.writer)
+    bar = Progress(start, total, enabled=progress and run.writer, noun=f"{trainer.view} step",
+                   unit="slices/s")
     iterator = iter(trainer.dataset(start, total))
     t0 = time.perf_counter()
     for step in range(start + 1, total + 1):
@@ -428,7 +429,7 @@ def _train_view(trainer, run, record, names, start, total, progress):
             raise RunError(f"{trainer.view}: training diverged at step {step} (loss {loss}); resume from the "
                            "last checkpoint with a lower learning rate")
         images = (step - start) * config.batch_size
-        bar.update(step, {"view": VIEWS.index(trainer.view), "loss": loss}, images)
+        bar.update(step, {"loss": loss}, images)
         if due(step, config.log_every, total):
             rate = images / max(time.perf_counter() - t0, 1e-9)
             run.append_metrics([{"step": step, "epoch": round(step / trainer.steps_per_epoch, 3),
