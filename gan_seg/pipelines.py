@@ -59,22 +59,18 @@ def check_seed(seed):
         raise InputError(f"--seed must be an integer in 0..2**32-1, got {seed!r}")
 
 
-def resolve_label(text, class_names, num_classes):
-    """A ``--label`` (number or class name, case-insensitive) -> class index."""
+def resolve_label(text, class_names):
+    """A ``--label`` (number or class name, case-insensitive) -> class index; whether the model is
+    conditional and the index in range is checked by :func:`gan_seg.inference.sampling.sample`."""
     if text is None:
         return None
-    if num_classes is None:
-        raise InputError("--label needs a conditional (CGAN) model; this generator is unconditional")
     text = str(text).strip()
     if text.lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < num_classes:
-            raise InputError(f"--label {index} is outside the model's classes 0..{num_classes - 1}")
-        return index
+        return int(text)
     names = [name.lower() for name in class_names or []]
     if text.lower() in names:
         return names.index(text.lower())
-    known = ", ".join(class_names) if class_names else f"numbers 0..{num_classes - 1} only"
+    known = ", ".join(class_names) if class_names else "this model stores no class names: use a number"
     raise InputError(f"--label {text!r} is not one of the model's classes ({known})")
 
 
@@ -86,19 +82,16 @@ def sample(model=DEFAULT_SAMPLE_MODEL, n=64, seed=0, out="samples.png", label=No
     ``{index:05d}_{label}.png``. Returns ``(path, labels)``.
     """
     from gan_seg.imaging import plan_sample_output, write_samples
-    from gan_seg.models.gan import GENERATOR, num_classes_of
+    from gan_seg.inference.sampling import sample as draw
+    from gan_seg.models.gan import GENERATOR
     from gan_seg.models.saving import load_model
     from gan_seg.presets import resolve_model_file
     from gan_seg.training.gan import GENERATOR_FILE
 
-    if not isinstance(n, int) or n < 1:
-        raise InputError(f"-n must be a positive number of images, got {n}")
     check_seed(seed)
     kind, path = plan_sample_output(out, force=force)
     generator, metadata = load_model(resolve_model_file(model, GENERATOR_FILE), GENERATOR)
-    index = resolve_label(label, metadata.get("class_names"), num_classes_of(generator))
-    from gan_seg.inference.sampling import sample as draw
-
+    index = resolve_label(label, metadata.get("class_names"))
     images, labels, rows = draw(generator, n, seed=seed, label=index, interpolate=interpolate)
     write_samples(images, labels, kind, path, rows=rows)
     return Path(path), labels
