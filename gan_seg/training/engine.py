@@ -237,6 +237,13 @@ def seed_stream(*words):
     return seed_for
 
 
+def check_global_batch(batch_size, strategy):
+    """InputError unless the global batch splits evenly over the strategy's replicas."""
+    if batch_size % strategy.num_replicas_in_sync:
+        raise InputError(f"--batch-size {batch_size} must be a multiple of the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+
+
 def replica_layout(context, global_batch):
     """``(per-replica batch, replicas this input pipeline feeds, global index of its first replica)``."""
     local = context.num_replicas_in_sync // context.num_input_pipelines

@@ -33,6 +33,7 @@ from gan_seg.training.engine import (
     RunDirectory,
     RunOptions,
     absolute_path,
+    check_global_batch,
     due,
     replica_layout,
     resolve_precision,
@@ -309,7 +310,7 @@ def train_gan(config, out, force=False, progress=True):
     run.writer = chief
     precision = resolve_precision(config.precision)
     num_classes = data.num_classes if config.model == "cgan" else None
-    _check_replicas(config, strategy)
+    check_global_batch(config.batch_size, strategy)
     trainer = GanTrainer(config, data.x, data.y if num_classes else None, num_classes, strategy, precision)
     record = {
         **config.to_json(),
@@ -344,7 +345,7 @@ def resume_gan(out, steps, progress=True):
     data = _load_data(config)
     strategy, chief = setup_strategy(config.strategy, config.devices, config.deterministic)
     run.writer = chief
-    _check_replicas(config, strategy)
+    check_global_batch(config.batch_size, strategy)
     resolved = record["resolved"]
     trainer = GanTrainer(config, data.x, data.y if resolved["num_classes"] else None,
                          resolved["num_classes"], strategy, resolved["precision"])
@@ -356,12 +357,6 @@ def resume_gan(out, steps, progress=True):
         run.truncate_metrics(done)
     _train(trainer, run, record, done, steps, progress)
     return run.path if run.writer else None
-
-
-def _check_replicas(config, strategy):
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise InputError(f"--batch-size {config.batch_size} must be a multiple of the "
-                         f"{strategy.num_replicas_in_sync} replicas")
 
 
 def _train(trainer, run, record, start, total, progress):

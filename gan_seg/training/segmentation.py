@@ -33,6 +33,7 @@ from gan_seg.training.engine import (
     RunDirectory,
     RunOptions,
     absolute_path,
+    check_global_batch,
     due,
     replica_layout,
     resolve_precision,
@@ -379,6 +380,7 @@ def resume_segmentation(out, epochs=None, progress=True):
 
 def _train_views(config, run, record, volumes, strategy, init, progress, resume):
     class_names = record["class_names"]
+    check_global_batch(config.batch_size, strategy)
     train_parts, val_parts = split_volumes(volumes, config.val_fraction, config.seed)
     for view in config.views:
         view_run = RunDirectory(run.path / view, writer=run.writer)
@@ -389,9 +391,6 @@ def _train_views(config, run, record, volumes, strategy, init, progress, resume)
         if len(train[0]) < config.batch_size:
             raise InputError(f"{view}: only {len(train[0])} training slices, fewer than --batch-size "
                              f"{config.batch_size}")
-        if config.batch_size % strategy.num_replicas_in_sync:
-            raise InputError(f"--batch-size {config.batch_size} must be a multiple of the "
-                             f"{strategy.num_replicas_in_sync} replicas")
         steps_per_epoch = len(train[0]) // config.batch_size
         total = config.epochs * steps_per_epoch
         latest = view_run.latest_checkpoint() if resume else None
