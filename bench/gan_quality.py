@@ -18,19 +18,30 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gan_seg.engine.backend import versions  # noqa: E402
+from gan_seg.errors import InputError  # noqa: E402
+from gan_seg.gan.data import load_image_data  # noqa: E402
+from gan_seg.gan.evaluation import (  # noqa: E402
+    build_classifier,
+    class_histogram,
+    conditional_accuracy,
+    features,
+    frechet_distance,
+    predict_classes,
+    train_classifier,
+)
+from gan_seg.gan.sampling import sample  # noqa: E402
+from gan_seg.io.presets import export_preset, list_presets, preset_file, resolve_model_file  # noqa: E402
+from gan_seg.io.saving import load_model, save_model  # noqa: E402
+
 CLASSIFIER = "fashion-mnist-classifier"
 
 
 def train_preset(epochs, seed):
     """Train the classifier on the 60,000 training images and export it as the preset; returns metadata."""
-    import keras
-
-    from gan_seg.data.images import load_image_data
-    from gan_seg.evaluation import build_classifier, predict_classes, train_classifier
-    from gan_seg.models.saving import save_model
-    from gan_seg.presets import export_preset
-    from gan_seg.training.engine import versions
-
     train, test = (load_image_data("fashion-mnist", split=split) for split in ("train", "test"))
     start = time.perf_counter()
     model = train_classifier(train.x, train.y, epochs=epochs, seed=seed, verbose=2)
@@ -55,15 +66,6 @@ def train_preset(epochs, seed):
 
 def measure(spec, n, seed):
     """Quality numbers of the generator ``spec`` (preset name, run directory or .keras file)."""
-    import numpy as np
-
-    from gan_seg.data.images import load_image_data
-    from gan_seg.errors import InputError
-    from gan_seg.evaluation import class_histogram, conditional_accuracy, features, frechet_distance
-    from gan_seg.inference.sampling import sample
-    from gan_seg.models.saving import load_model
-    from gan_seg.presets import list_presets, preset_file, resolve_model_file
-
     generator, _ = load_model(resolve_model_file(spec, "generator.keras"), "generator")
     classifier, meta = load_model(preset_file(CLASSIFIER, "classifier.keras"), "classifier")
     if tuple(generator.outputs[0].shape[1:]) != tuple(classifier.inputs[0].shape[1:]):
@@ -101,8 +103,6 @@ def main():
     args = parser.parse_args()
     if args.train_classifier == bool(args.model):
         parser.error("pass either --model or --train-classifier")
-    from gan_seg.errors import InputError
-
     try:
         result = train_preset(args.epochs, args.seed) if args.train_classifier else measure(
             args.model, args.n, args.seed)

@@ -14,13 +14,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # noqa: E402
+
+from gan_seg.engine.distribute import make_strategy  # noqa: E402
+from gan_seg.gan.config import GanConfig  # noqa: E402
+from gan_seg.gan.trainer import GanTrainer  # noqa: E402
+
 
 def measure(model, precision, batch_size, steps, warmup, strategy_name, devices):
-    import numpy as np
-
-    from gan_seg.training.distribute import make_strategy
-    from gan_seg.training.gan import GanConfig, GanTrainer
-
     strategy, _ = make_strategy(strategy_name, devices)
     config = GanConfig(model=model, batch_size=batch_size, precision=precision, steps=steps + warmup)
     rng = np.random.default_rng(0)

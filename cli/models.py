@@ -2,16 +2,15 @@
 
 import click
 
-from gan_seg_cli.common import call
+from gan_seg import api
+from gan_seg_cli.common import CONTEXT, call
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.pass_context
 def command(ctx):
     """List the pretrained models (name and description)."""
-    from gan_seg import pipelines
-
-    models = call(ctx, pipelines.list_models, needs_keras=False)
+    models = call(ctx, api.list_models, needs_keras=False)
     if not models:
         click.echo("no pretrained models installed")
     width = max((len(name) for name, _ in models), default=0)

@@ -2,11 +2,13 @@
 
 import click
 
-from gan_seg_cli.common import call
+from gan_seg import api
+from gan_seg.gan.config import DEFAULT_PRESET
+from gan_seg_cli.common import CONTEXT, call
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", default="cgan-fashion-mnist", show_default=True,
+@click.command(context_settings=CONTEXT)
+@click.option("--model", default=DEFAULT_PRESET, show_default=True,
               help="Pretrained model name (see `gan-seg models`), run directory or generator .keras file.")
 @click.option("-n", "n", type=int, default=64, show_default=True, help="Total number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
@@ -23,10 +25,8 @@ def command(ctx, model, n, seed, out, label, interpolate, force):
     gan-seg sample --model runs/cgan -n 100 -o grid.png
     gan-seg sample --model cgan-fashion-mnist --label sneaker -n 16 -o sneakers/
     """
-    from gan_seg import pipelines
-
     if n < 1:
         raise click.BadParameter(f"must be at least 1, got {n}", param_hint="-n")
-    path, _ = call(ctx, pipelines.sample, model=model, n=n, seed=seed, out=out, label=label,
+    path, _ = call(ctx, api.sample, model=model, n=n, seed=seed, out=out, label=label,
                    interpolate=interpolate, force=force)
     click.echo(f"wrote {n} images to {path}")

@@ -2,14 +2,16 @@
 
 import click
 
-from gan_seg_cli.common import EXIT_RUN, call
+from gan_seg import api
+from gan_seg.seg.config import DEFAULT_PRESET
+from gan_seg_cli.common import CONTEXT, EXIT_RUN, call, input_error
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(context_settings=CONTEXT)
 @click.argument("source", metavar="INPUT", type=click.Path())
 @click.option("-o", "--output", "out", required=True, type=click.Path(),
               help="Label map (.nii.gz/.nii/.mgz) for one scan; a folder for a cohort.")
-@click.option("--model", default="quicknat-brain", show_default=True,
+@click.option("--model", default=DEFAULT_PRESET, show_default=True,
               help="Pretrained model name (see `gan-seg models`) or a segmentation run directory.")
 @click.option("--views", help="Views to run, e.g. axial,coronal. [default: all the model has]")
 @click.option("--view-weights", help="e.g. axial=0.4,coronal=0.4,sagittal=0.2 (the default).")
@@ -34,20 +36,23 @@ def command(ctx, source, out, model, views, view_weights, volumes, qc, posterior
     gan-seg segment t1.nii.gz -o t1_seg.nii.gz --volumes vols.csv --qc qc.png
     gan-seg segment scans/ -o segs/ --shard 0/4
     """
-    from gan_seg import pipelines
-
     if batch_size < 1:
         raise click.BadParameter(f"must be at least 1, got {batch_size}", param_hint="--batch-size")
-    result = call(ctx, pipelines.segment, source, out, model=model, views=views, view_weights=view_weights,
-                  volumes=volumes, qc=qc, posteriors=posteriors, mc_samples=mc_samples,
-                  uncertainty=uncertainty, batch_size=batch_size, seed=seed, shard=shard, force=force,
-                  progress=not quiet, report=lambda line: click.echo(line, err=True))
-    if isinstance(result, tuple):
-        done, skipped, failed = result
-        click.echo(f"{len(done)} segmented, {len(skipped)} already done, {len(failed)} failed; "
-                   f"results in {out}")
-        if failed:
-            click.echo(f"gan-seg segment: error: {len(failed)} scan(s) failed: {', '.join(failed)}", err=True)
-            ctx.exit(EXIT_RUN)
-    else:
+    common = dict(model=model, views=views, view_weights=view_weights, mc_samples=mc_samples,
+                  batch_size=batch_size, seed=seed, force=force)
+    if not api.is_cohort(source):
+        if shard:
+            input_error(ctx, "--shard splits a cohort; INPUT is a single scan")
+        call(ctx, api.segment_scan, source, out, volumes=volumes, qc=qc, posteriors=posteriors,
+             uncertainty=uncertainty, progress=not quiet, **common)
         click.echo(f"wrote {out}")
+        return
+    if volumes or qc or posteriors or uncertainty:
+        input_error(ctx, "for a cohort, -o is a folder and every scan gets NAME_seg.nii.gz, NAME_volumes.csv "
+                         "and NAME_qc.png there: drop --volumes/--qc/--posteriors/--uncertainty")
+    done, skipped, failed = call(ctx, api.segment_cohort, source, out, shard=shard,
+                                 report=lambda line: click.echo(line, err=True), **common)
+    click.echo(f"{len(done)} segmented, {len(skipped)} already done, {len(failed)} failed; results in {out}")
+    if failed:
+        click.echo(f"gan-seg segment: error: {len(failed)} scan(s) failed: {', '.join(failed)}", err=True)
+        ctx.exit(EXIT_RUN)

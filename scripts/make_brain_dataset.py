@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a 23-class brain MRI segmentation dataset from the two real anatomies available offline.
 
-Subjects (see /work/shared/DATA.md for sources, licences and the recipe followed here):
+Subjects (sources, licences and the recipe: scripts/README.md and the README.md this script writes):
 
 * ``ch2``    -- Colin27 (``mricron-data``: ``ch2.nii.gz`` whole head, ``ch2bet.nii.gz``, ``aal.nii.gz``);
                 AAL was drawn on this brain and is voxel-aligned with it.
@@ -41,7 +41,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from gan_seg.seg.qc import label_colors
+from gan_seg.seg.volumes import save_like
 
 MRICRON_DIR = Path("/usr/share/mricron/templates")
 SUBJECTS = ("ch2", "mni152")
@@ -100,7 +104,7 @@ SYN_ITERS = (100, 50, 5)
 # Tissue codes used internally.
 BG, CSF, GM, WM = 0, 1, 2, 3
 
-# Rule parameters (DATA.md, "A label set that can be derived from these").
+# Rule parameters of the label recipe (scripts/README.md, "Recipe").
 CEREBELLUM_REACH_MM = 15.0
 STEM_BOX_CEREBELLUM_REACH_MM = 5.0
 BRAINSTEM_BOX = {"z_max": -8.0, "abs_x_max": 20.0, "y_min": -48.0, "y_max": -5.0}
@@ -109,29 +113,12 @@ VENTRICLE_MIN_BLOB = 300
 VENTRICLE_MIN_ABS_X_MM = 1.5
 VENTRICLE_MIN_CENTRE_ABS_X_MM = 8.0
 
-# FreeSurferColorLUT colours (left); right-hemisphere classes are drawn 25 % darker in the QC images so that a
-# left/right swap is visible.
-FS_COLOURS = {
-    "Cerebral-White-Matter": (245, 245, 245),
-    "Cerebral-Cortex": (205, 62, 78),
-    "Lateral-Ventricle": (120, 18, 134),
-    "Thalamus": (0, 118, 14),
-    "Caudate": (122, 186, 220),
-    "Putamen": (236, 13, 176),
-    "Pallidum": (12, 48, 255),
-    "Hippocampus": (220, 216, 20),
-    "Amygdala": (103, 255, 255),
-    "Cerebellum": (230, 148, 34),
-}
-
 
 def class_colours() -> np.ndarray:
-    lut = np.zeros((N_CLASSES, 3), np.float64)
-    for s, rgb in FS_COLOURS.items():
-        lut[left_id(s)] = rgb
-        lut[right_id(s)] = np.asarray(rgb) * 0.75
-    lut[BRAINSTEM] = (119, 159, 176)
-    lut[OTHER_CSF] = (0, 110, 110)
+    """gan-seg's label colours (FreeSurfer's), right-hemisphere classes 25 % darker so that a left/right
+    swap shows in the QC pictures."""
+    lut = label_colors(CLASS_NAMES).astype(np.float64)
+    lut[1 + N_SIDE:1 + 2 * N_SIDE] *= 0.75
     return lut
 
 
@@ -271,10 +258,15 @@ def register_ch2_to_mni(
     Both inputs are skull-stripped, intensity-normalised T1s; ch2 is the moving image, MNI152 the static one.
     """
     try:
-        from dipy.align.imaffine import AffineRegistration, MutualInformationMetric, transform_centers_of_mass
-        from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
-        from dipy.align.metrics import CCMetric
-        from dipy.align.transforms import AffineTransform3D
+        # Optional dependency (only the mni152 subject registers): a clear message when it is missing.
+        from dipy.align.imaffine import (  # noqa: PLC0415
+            AffineRegistration,
+            MutualInformationMetric,
+            transform_centers_of_mass,
+        )
+        from dipy.align.imwarp import SymmetricDiffeomorphicRegistration  # noqa: PLC0415
+        from dipy.align.metrics import CCMetric  # noqa: PLC0415
+        from dipy.align.transforms import AffineTransform3D  # noqa: PLC0415
     except ImportError as exc:
         raise SystemExit(
             f"the mni152 subject needs dipy (pip install dipy) or use --no-register: {exc}"
@@ -314,7 +306,7 @@ def is_left_from_aal(aal_ids: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def build_labels(tissue: np.ndarray, aal: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """The DATA.md recipe, steps 4-8. ``tissue`` is BG/CSF/GM/WM, ``aal`` AAL ids on the same grid."""
+    """The label recipe (scripts/README.md), steps 4-8; ``tissue`` BG/CSF/GM/WM and ``aal`` on one grid."""
     shape = tissue.shape
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     x, y, z = world_coords(shape, affine)
@@ -451,17 +443,6 @@ def prepare_mni(ch2: dict, log) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------------------
-def save_like(data: np.ndarray, ref: nib.Nifti1Image, path: Path, dtype) -> None:
-    """Save ``data`` on ``ref``'s grid: same affine (qform and sform), header copied, no intensity scaling."""
-    hdr = ref.header.copy()
-    hdr.set_data_dtype(dtype)
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), ref.affine, hdr)
-    img.set_qform(ref.affine, code=1)
-    img.set_sform(ref.affine, code=1)
-    img.header.set_slope_inter(1.0, 0.0)
-    nib.save(img, str(path))
-
-
 def class_stats(labels: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(labels.ravel(), minlength=N_CLASSES)
     x, _, _ = world_coords(labels.shape, affine)
@@ -513,8 +494,6 @@ QC_VIEWS = (  # (title, axis, world mm); first row: T1, second row: the same wit
 
 def render_qc(name: str, t1: np.ndarray, labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Orthogonal slices: T1, T1 + labels (same slices), T1 + labels (three more slices), and a legend."""
-    from PIL import Image, ImageDraw
-
     inv = np.linalg.inv(affine)
     lut = class_colours()
     t1f = t1.astype(np.float64)
@@ -598,7 +577,7 @@ are a left/right pair; "Left" means x < 0 in world (RAS) coordinates.
   notice (Fonov et al. 2009/2011).
 - No FSL data (HarvardOxford / Juelich: non-commercial licence) were used.
 
-## Recipe (shared/DATA.md, with the deviations marked)
+## Recipe (gan-seg scripts/README.md, with the deviations marked)
 1. Brain mask: filled `ch2bet > 0` (ch2); filled `T1 > 0.2 * max`, largest component (MNI152).
 2. Tissue: ch2 -> 3-class 1D Gaussian mixture fitted by EM (numpy, on the histogram of the ch2 intensities
    inside the mask), classes split at the decision boundaries between consecutive components.

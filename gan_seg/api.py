@@ -1,0 +1,172 @@
+"""The functions the CLI calls (files in, files out) and the registry of trainable models.
+
+Every function checks its options and paths before any work starts. The modules that do the work are
+imported inside the functions (the CLI imports this module for ``--help``, which must not load Keras or
+TensorFlow), and TensorFlow only to train, so ``sample`` / ``segment`` run on an install without it.
+"""
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+from gan_seg.engine.options import check_seed, flag_of
+from gan_seg.engine.run_dir import RunDirectory
+from gan_seg.errors import InputError
+from gan_seg.gan import config as gan_config
+from gan_seg.io.pictures import plan_sample_output, write_samples
+from gan_seg.io.presets import list_presets, resolve_model_file, resolve_run_dir
+from gan_seg.seg import config as seg_config
+from gan_seg.seg.views import parse_view_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A family of trainable models: its config class, the module that trains it (``train`` and
+    ``resume``) and the files a finished run holds."""
+
+    name: str
+    models: tuple
+    config: type
+    trainer: str
+    outputs: tuple
+
+
+FAMILIES = (
+    Family("GAN", gan_config.MODELS, gan_config.GanConfig, "gan_seg.gan.trainer", gan_config.OUTPUTS),
+    Family("QuickNAT", seg_config.MODELS, seg_config.SegConfig, "gan_seg.seg.trainer",
+           tuple(f"{view}/{seg_config.MODEL_FILE}" for view in seg_config.VIEWS)),
+)
+MODELS = {model: family for family in FAMILIES for model in family.models}
+
+
+def flag(name):
+    """The CLI flag of the config field ``name`` in whichever family has it."""
+    for family in FAMILIES:
+        for field in dataclasses.fields(family.config):
+            if field.name == name and flag_of(field):
+                return flag_of(field)
+    return "--" + name.replace("_", "-")
+
+
+def _trainer(family):
+    """The family's trainer module (TensorFlow loads here, only to train)."""
+    return importlib.import_module(family.trainer)
+
+
+def train(options, out, force=False, progress=True):
+    """Start a training run in ``out`` from ``options`` (config field -> value; ``model`` picks the
+    family, unset fields keep their defaults); returns the run directory."""
+    options = dict(options)
+    model = options.pop("model", "dcgan")
+    if model not in MODELS:
+        raise InputError(f"--model {model!r}: choose one of {', '.join(MODELS)}")
+    family = MODELS[model]
+    fields = {f.name for f in dataclasses.fields(family.config)}
+    wrong = sorted(set(options) - fields)
+    if wrong:
+        flags = ", ".join(flag(name) for name in wrong)
+        raise InputError(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to --model {model}")
+    config = family.config(model=model, **options).checked()
+    return _trainer(family).train(config, out, force=force, progress=progress)
+
+
+def resume(run_dir, steps=None, epochs=None, progress=True):
+    """Continue the run in ``run_dir``: a GAN up to ``steps`` iterations, a segmentation run through its
+    remaining views (to ``epochs`` when given)."""
+    model = RunDirectory(run_dir).read_config().get("model")
+    if model not in MODELS:
+        raise InputError(f"{run_dir}: cannot resume a {model!r} run")
+    trainer = _trainer(MODELS[model])
+    if model in gan_config.MODELS:
+        if steps is None or epochs is not None:
+            raise InputError("resuming a GAN run needs --steps N (the new total) and no --epochs")
+        return trainer.resume(run_dir, steps, progress=progress)
+    if steps is not None:
+        raise InputError("a segmentation run is resumed by epochs: drop --steps (optionally --epochs N)")
+    return trainer.resume(run_dir, epochs, progress=progress)
+
+
+def resolve_label(text, class_names):
+    """A ``--label`` (number or class name, case-insensitive) -> class index; whether the model is
+    conditional and the index in range is checked by :func:`gan_seg.gan.sampling.sample`."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    names = [name.lower() for name in class_names or []]
+    if text.lower() in names:
+        return names.index(text.lower())
+    known = ", ".join(class_names) if class_names else "this model stores no class names: use a number"
+    raise InputError(f"--label {text!r} is not one of the model's classes ({known})")
+
+
+def sample(model=gan_config.DEFAULT_PRESET, n=64, seed=0, out="samples.png", label=None, interpolate=False,
+           force=False):
+    """Draw ``n`` images from a generator (preset, run directory or ``.keras`` file) into ``out``.
+
+    ``out`` ``*.png`` = one grid; ``*.npz`` = arrays ``images`` and ``labels``; otherwise a directory of
+    ``{index:05d}_{label}.png``. Returns ``(path, labels)``.
+    """
+    from gan_seg.gan.sampling import sample as draw  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
+
+    check_seed(seed)
+    kind, path = plan_sample_output(out, force=force)
+    model_file = resolve_model_file(model, gan_config.GENERATOR_FILE)
+    generator, metadata = load_model(model_file, gan_config.GENERATOR)
+    index = resolve_label(label, metadata.get("class_names"))
+    images, labels, rows = draw(generator, n, seed=seed, label=index, interpolate=interpolate)
+    write_samples(images, labels, kind, path, rows=rows)
+    return Path(path), labels
+
+
+def _check_segment_options(mc_samples, seed):
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
+        raise InputError(f"--mc-samples {mc_samples}: use 0 (off) or N >= 2")
+    check_seed(seed)
+
+
+def is_cohort(source):
+    """True when ``source`` names a cohort (a folder, or a .txt/.csv list of scans), not one scan."""
+    source = Path(source)
+    return source.is_dir() or source.suffix.lower() in (".txt", ".csv")
+
+
+def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, volumes=None,
+                 qc=None, posteriors=None, mc_samples=0, uncertainty=None, batch_size=16, seed=0, force=False,
+                 progress=True):
+    """Segment one scan into the label file ``out`` (and the optional outputs); returns the volume rows."""
+    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.seg.scans import ScanOutputs, check_outputs  # noqa: PLC0415 - so do nibabel and scipy
+    from gan_seg.seg.scans import segment_scan as run  # noqa: PLC0415 - idem
+
+    _check_segment_options(mc_samples, seed)
+    weights = parse_view_weights(view_weights)
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(f"input {source} does not exist")
+    outputs = ScanOutputs(Path(out), volumes and Path(volumes), qc and Path(qc),
+                          posteriors and Path(posteriors), uncertainty and Path(uncertainty))
+    check_outputs(outputs, mc_samples, force)
+    segmenter = Segmenter(resolve_run_dir(model), views, weights)
+    return run(segmenter, source, outputs, batch_size, mc_samples, seed, progress)
+
+
+def segment_cohort(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, mc_samples=0,
+                   batch_size=16, seed=0, shard=None, force=False, report=None):
+    """Segment every scan of a cohort (folder or list) into the folder ``out``; returns
+    ``(done, skipped, failed)`` scan names."""
+    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.seg.scans import segment_cohort as run  # noqa: PLC0415 - so do nibabel and scipy
+
+    _check_segment_options(mc_samples, seed)
+    weights = parse_view_weights(view_weights)
+    shard = seg_config.parse_shard(shard)
+    segmenter = Segmenter(resolve_run_dir(model), views, weights)
+    return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report)
+
+
+def list_models():
+    """``[(name, description)]`` of the shipped models."""
+    return [(name, meta.get("description", "")) for name, meta in list_presets().items()]

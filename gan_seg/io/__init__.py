@@ -1,0 +1,1 @@
+"""Files in and out: atomic writes, shipped presets, model files with metadata, pictures."""

@@ -1,0 +1,1 @@
+"""QuickNAT brain MRI segmentation: config, layers, blocks, builders, losses, volumes, training, inference."""

@@ -1,0 +1,477 @@
+"""End-to-end tests of the ``gan-seg`` command line.
+
+The bad inputs run in-process through click's CliRunner (a few also as real processes); the ``--help``
+checks (no TensorFlow may be imported), real exit codes and the sampling and training runs run in
+subprocesses, the sampling runs concurrently.
+
+Conventions checked: exit 2 for anything wrong with what the user passed, 1 for failures of the
+work; one line ``gan-seg CMD: error: ...`` on stderr (click's usage errors keep click's own
+``Error: ...`` format, also exit 2); no traceback; no output written on error.
+"""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gan_seg import __version__
+from gan_seg.io.pictures import make_grid, to_uint8
+from gan_seg.io.saving import read_metadata
+from gan_seg_cli.main import COMMANDS, cli
+from tests.helpers import (
+    TIMEOUT,
+    cli_env,
+    driver,
+    gan_seg,
+    gan_seg_many,
+    ok,
+    png_array,
+    snapshot,
+    write_png,
+)
+
+CLASS_BLOCKS_8 = [0, 0, 1, 1, 2, 2, 3, 3]  # a 4-class CGAN's labels for -n 8 without --label
+
+
+def metric_steps(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+# -- --help and --version: no TensorFlow -------------------------------------------------------------
+HELP_MENTIONS = {
+    "": ["train", "sample", "segment", "models", "--version", "--verbose", "--help"],
+    "train": ["--model", "--data", "--out", "--resume", "--steps", "--batch-size", "--image-shape",
+              "--latent-dim", "--precision", "--seed", "--checkpoint-every", "--strategy", "--devices",
+              "--force", "--quiet", "fashion-mnist", "dcgan", "cgan", "--filters", "--lr", "--se"],
+    "sample": ["--model", "-n", "--seed", "-o, --output", "--label", "--interpolate", "--force", ".png",
+               ".npz", "cgan-fashion-mnist"],
+    "segment": ["INPUT", "-o, --output", "--model", "quicknat-brain", "--views", "--view-weights", "--qc",
+                "--posteriors", "--mc-samples", "--uncertainty", "--shard", "--force"],
+    "models": ["pretrained models"],
+}
+
+
+def test_every_command_has_a_help_check():
+    assert set(HELP_MENTIONS) == {"", *COMMANDS}
+
+
+@pytest.mark.parametrize("name", list(HELP_MENTIONS), ids=lambda name: name or "group")
+def test_help_mentions_options_without_importing_tensorflow(tmp_path, name):
+    command, expected = [name] if name else [], HELP_MENTIONS[name]
+    result = ok(driver(*command, "--help", cwd=tmp_path))
+    assert result.stdout.startswith(f"Usage: gan-seg {' '.join(command)}".rstrip()), result.stdout
+    for text in expected:
+        assert text in result.stdout, f"{text!r} missing from --help of {command}"
+    assert result.stderr.strip().splitlines()[-1] == "HEAVY_MODULES=", result.stderr
+
+
+def test_help_and_version_in_a_real_process(tmp_path):
+    assert ok(gan_seg("sample", "-h", cwd=tmp_path)).stdout.startswith("Usage:")
+    version = ok(gan_seg("--version", cwd=tmp_path))
+    assert version.stdout.strip() == f"gan-seg, version {__version__}"
+    script = Path(sys.executable).with_name("gan-seg")
+    if script.is_file():  # the installed console script, when the package is installed
+        installed = subprocess.run([str(script), "--version"], cwd=tmp_path, env=cli_env(),
+                                   capture_output=True, text=True, timeout=TIMEOUT)
+        assert installed.returncode == 0 and __version__ in installed.stdout
+
+
+def test_unknown_command_is_a_usage_error(tmp_path):
+    result = gan_seg("paint", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: No such command 'paint'")
+    assert not list(tmp_path.iterdir())
+
+
+# -- gan-seg models ------------------------------------------------------------------------------------
+def test_models_with_empty_weights_dir(tmp_path):
+    (tmp_path / "weights").mkdir()
+    result = ok(gan_seg("models", cwd=tmp_path, env={"GAN_SEG_WEIGHTS": tmp_path / "weights"}))
+    assert result.stdout.strip() == "no pretrained models installed"
+    assert result.stderr == ""
+
+
+def test_models_lists_presets_without_importing_tensorflow(tmp_path):
+    for name, description in (("cgan-b", "second model"), ("a-gan", "first model")):
+        (tmp_path / "weights" / name).mkdir(parents=True)
+        (tmp_path / "weights" / name / "metadata.json").write_text(
+            json.dumps({"description": description, "files": {}}))
+    (tmp_path / "weights" / "not-a-preset").mkdir()  # no metadata.json: ignored
+    result = ok(driver("models", cwd=tmp_path, env={"GAN_SEG_WEIGHTS": tmp_path / "weights"}))
+    assert result.stdout.splitlines() == ["a-gan   first model", "cgan-b  second model"]
+    assert result.stderr.strip() == "HEAVY_MODULES="
+
+
+# -- bad inputs: exit 2, one line on stderr, nothing written ---------------------------------------
+# Each case: setup(cwd, run, npz) -> (argv, env); the expected kind ("error": the CLI's own one-line
+# message, "usage": click's format, "any": either) and a substring of the message.
+BAD_INPUTS = {}
+
+
+def bad_input(name, kind, message):
+    def register(setup):
+        BAD_INPUTS[name] = (setup, kind, message)
+        return setup
+    return register
+
+
+def _random_bytes(path, n=2000):
+    path.write_bytes(np.random.default_rng(7).integers(0, 256, n, dtype=np.uint8).tobytes())
+
+
+def _copy_run(run, cwd):
+    shutil.copytree(run, cwd / "run")
+    return "run"
+
+
+@bad_input("train-missing-data", "error", "data 'missing.npz' does not exist")
+def _missing_data(cwd, run, npz):
+    return ["train", "--data", "missing.npz", "--out", "out"], None
+
+
+@bad_input("train-fashion-mnist-not-installed", "error",
+           "install it with `apt-get install -y dataset-fashion-mnist`")
+def _fashion_mnist_missing(cwd, run, npz):
+    (cwd / "empty").mkdir()
+    return ["train", "--data", "fashion-mnist", "--out", "out"], {
+        "GAN_SEG_FASHION_MNIST_DIR": cwd / "empty"}
+
+
+@bad_input("train-cgan-without-labels", "error", "needs class labels")
+def _cgan_without_labels(cwd, run, npz):
+    np.savez(cwd / "unlabelled.npz", x=np.zeros((32, 16, 16, 1), np.uint8))
+    return ["train", "--model", "cgan", "--data", "unlabelled.npz", "--out", "out"], None
+
+
+@bad_input("train-image-shape-not-multiple-of-4", "error", "multiples of 4")
+def _image_shape_not_multiple(cwd, run, npz):
+    return ["train", "--data", npz, "--image-shape", "30x30x1", "--out", "out"], None
+
+
+@bad_input("train-image-shape-malformed", "usage", "Invalid value for '--image-shape'")
+def _image_shape_malformed(cwd, run, npz):
+    return ["train", "--data", npz, "--image-shape", "abc", "--out", "out"], None
+
+
+@bad_input("train-corrupt-npz", "error", "corrupt.npz is not a readable .npz file")
+def _corrupt_npz(cwd, run, npz):
+    _random_bytes(cwd / "corrupt.npz")
+    return ["train", "--data", "corrupt.npz", "--out", "out"], None
+
+
+@bad_input("train-non-image-in-folder", "error", "notes.txt is not an image")
+def _non_image_in_folder(cwd, run, npz):
+    for label in ("a", "b"):
+        for i in range(3):
+            write_png(cwd / "images" / label / f"{i}.png")
+    (cwd / "images" / "b" / "notes.txt").write_text("not an image\n")
+    return ["train", "--model", "cgan", "--data", "images", "--out", "out"], None
+
+
+@bad_input("train-out-missing", "usage", "--out RUN_DIR is required")
+def _out_missing(cwd, run, npz):
+    return ["train", "--data", npz], None
+
+
+@bad_input("train-out-not-empty", "error", "is not empty; pass --force")
+def _out_not_empty(cwd, run, npz):
+    (cwd / "out").mkdir()
+    (cwd / "out" / "keep.txt").write_text("mine\n")
+    return ["train", "--data", npz, "--out", "out"], None
+
+
+@bad_input("train-bad-devices", "error", "--devices 'foo'")
+def _bad_devices(cwd, run, npz):
+    return ["train", "--data", npz, "--devices", "foo", "--out", "out"], None
+
+
+@bad_input("train-multi-worker-without-tf-config", "error", "needs the TF_CONFIG environment variable")
+def _multi_worker(cwd, run, npz):
+    return ["train", "--data", npz, "--strategy", "multi-worker", "--out", "out"], None
+
+
+@bad_input("train-negative-seed", "error", "seed")
+def _train_negative_seed(cwd, run, npz):
+    return ["train", "--data", npz, "--seed", "-1", "--steps", "1", "--batch-size", "16",
+            "--latent-dim", "8", "--precision", "float32", "--quiet", "--out", "out"], None
+
+
+@bad_input("resume-with-another-option", "usage", "drop --seed")
+def _resume_with_seed(cwd, run, npz):
+    return ["train", "--resume", _copy_run(run, cwd), "--steps", "6", "--seed", "1"], None
+
+
+@bad_input("resume-with-out", "usage", "drop --out")
+def _resume_with_out(cwd, run, npz):
+    return ["train", "--resume", _copy_run(run, cwd), "--steps", "6", "--out", "other"], None
+
+
+@bad_input("resume-without-steps", "any", "--steps")
+def _resume_without_steps(cwd, run, npz):
+    return ["train", "--resume", _copy_run(run, cwd)], None
+
+
+@bad_input("resume-steps-not-above-current", "error", "--steps 4 is not above the run's current step 4")
+def _resume_steps_not_above(cwd, run, npz):
+    return ["train", "--resume", _copy_run(run, cwd), "--steps", "4"], None
+
+
+@bad_input("resume-not-a-run", "error", "is not a run directory")
+def _resume_not_a_run(cwd, run, npz):
+    (cwd / "folder").mkdir()
+    return ["train", "--resume", "folder", "--steps", "6"], None
+
+
+@bad_input("sample-unknown-label", "error", "--label 'seven' is not one of the model's classes "
+                                            "(zero, one, two, three)")
+def _unknown_label(cwd, run, npz):
+    return ["sample", "--model", run, "--label", "seven", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-n-zero", "usage", "Invalid value for -n")
+def _n_zero(cwd, run, npz):
+    return ["sample", "--model", run, "-n", "0", "-o", "a.png"], None
+
+
+@bad_input("sample-output-missing", "usage", "Missing option '-o' / '--output'")
+def _output_missing(cwd, run, npz):
+    return ["sample", "--model", run, "-n", "4"], None
+
+
+@bad_input("sample-output-exists", "error", "output a.png already exists; pass --force")
+def _output_exists(cwd, run, npz):
+    (cwd / "a.png").write_bytes(b"mine")
+    return ["sample", "--model", run, "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-output-dir-not-empty", "error", "is not empty; pass --force")
+def _output_dir_not_empty(cwd, run, npz):
+    (cwd / "samples").mkdir()
+    (cwd / "samples" / "keep.txt").write_text("mine\n")
+    return ["sample", "--model", run, "-n", "4", "-o", "samples"], None
+
+
+@bad_input("sample-output-unwritable", "error", "cannot write under blocker: it is not a directory")
+def _output_unwritable(cwd, run, npz):
+    (cwd / "blocker").write_text("a regular file\n")
+    return ["sample", "--model", run, "-n", "4", "-o", "blocker/a.png"], None
+
+
+@bad_input("sample-discriminator-file", "error", "holds a 'discriminator' model, not a 'generator'")
+def _discriminator(cwd, run, npz):
+    return ["sample", "--model", run / "discriminator.keras", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-random-bytes-keras", "error", "x.keras is not a readable .keras model file")
+def _random_keras(cwd, run, npz):
+    _random_bytes(cwd / "x.keras")
+    return ["sample", "--model", "x.keras", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-text-file-model", "error", "model.txt is not a readable .keras model file")
+def _text_model(cwd, run, npz):
+    (cwd / "model.txt").write_text("this is not a model\n")
+    return ["sample", "--model", "model.txt", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-unfinished-run", "error", "is not a finished run directory")
+def _unfinished_run(cwd, run, npz):
+    (cwd / "run").mkdir()
+    (cwd / "run" / "config.json").write_text("{}\n")
+    return ["sample", "--model", "run", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("sample-unknown-preset", "error", "unknown model 'no-such-model'")
+def _unknown_preset(cwd, run, npz):
+    (cwd / "weights").mkdir()
+    return ["sample", "--model", "no-such-model", "-n", "4", "-o", "a.png"], {
+        "GAN_SEG_WEIGHTS": cwd / "weights"}
+
+
+@bad_input("sample-damaged-preset", "error", "does not match its sha256")
+def _damaged_preset(cwd, run, npz):
+    preset = cwd / "weights" / "tiny"
+    preset.mkdir(parents=True)
+    shutil.copy(run / "generator.keras", preset / "generator.keras")
+    (preset / "metadata.json").write_text(json.dumps({"files": {"generator.keras": "0" * 64}}))
+    return ["sample", "--model", "tiny", "-n", "4", "-o", "a.png"], {"GAN_SEG_WEIGHTS": cwd / "weights"}
+
+
+@bad_input("sample-negative-seed", "error", "seed")
+def _sample_negative_seed(cwd, run, npz):
+    return ["sample", "--model", run, "--seed", "-1", "-n", "4", "-o", "a.png"], None
+
+
+@bad_input("models-corrupt-metadata", "error", "metadata.json is corrupt")
+def _corrupt_metadata(cwd, run, npz):
+    (cwd / "weights" / "broken").mkdir(parents=True)
+    (cwd / "weights" / "broken" / "metadata.json").write_text("{not json")
+    return ["models"], {"GAN_SEG_WEIGHTS": cwd / "weights"}
+
+
+IN_A_REAL_PROCESS = ("train-missing-data", "resume-with-another-option", "sample-output-exists")
+
+
+def _check_failure(case, command, code, stdout, stderr, changed):
+    _, kind, message = BAD_INPUTS[case]
+    shown = f"exit {code}\nstdout: {stdout}\nstderr: {stderr}"
+    assert code == 2, shown
+    assert "Traceback" not in stderr, shown
+    assert stdout == "", shown
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    if kind == "any":  # either form is fine
+        kind = "usage" if lines[-1].startswith("Error: ") else "error"
+    if kind == "error":
+        assert len(lines) == 1, shown
+        assert lines[0].startswith(f"gan-seg {command}: error: "), shown
+    else:
+        assert lines[0].startswith("Usage: "), shown
+        assert lines[-1].startswith("Error: "), shown
+    assert message in lines[-1], shown
+    assert not changed, "the failed command changed its directory"
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(case, tmp_path, tiny_run, tiny_npz, monkeypatch):
+    """In-process through click's CliRunner: exit 2, one line on stderr, nothing written."""
+    args, env = BAD_INPUTS[case][0](tmp_path, tiny_run, tiny_npz)
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    clean = {name: None for name in ("TF_CONFIG", "GAN_SEG_WEIGHTS", "GAN_SEG_FASHION_MNIST_DIR")}
+    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="gan-seg",
+                                env={**clean, **{k: str(v) for k, v in (env or {}).items()}})
+    assert isinstance(result.exception, SystemExit), result.exception
+    changed = snapshot(tmp_path) != before
+    _check_failure(case, args[0], result.exit_code, result.stdout, result.stderr, changed)
+
+
+@pytest.mark.parametrize("case", IN_A_REAL_PROCESS)
+def test_bad_input_in_a_real_process(case, tmp_path, tiny_run, tiny_npz):
+    args, env = BAD_INPUTS[case][0](tmp_path, tiny_run, tiny_npz)
+    before = snapshot(tmp_path)
+    result = gan_seg(*args, cwd=tmp_path, env=env)
+    changed = snapshot(tmp_path) != before
+    _check_failure(case, args[0], result.returncode, result.stdout, result.stderr, changed)
+
+
+# -- gan-seg sample ----------------------------------------------------------------------------------
+def test_sample_same_seed_same_images_in_every_form(tmp_path, tiny_run):
+    (tmp_path / "b.png").write_bytes(b"an older output")  # replaced thanks to --force
+    runs = gan_seg_many([
+        (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "a.png"], tmp_path),
+        (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "b.png", "--force"],
+         tmp_path),
+        (["sample", "--model", tiny_run, "-n", "8", "--seed", "2", "-o", "c.png"], tmp_path),
+        (["sample", "--model", tiny_run, "-n", "8", "--seed", "1", "-o", "arrays.npz"], tmp_path),
+    ])
+    for result in runs:
+        ok(result)
+    assert runs[0].stdout.strip() == "wrote 8 images to a.png"
+    assert runs[1].stdout.strip() == "wrote 8 images to b.png"
+    a, b, c = ((tmp_path / f"{name}.png").read_bytes() for name in "abc")
+    assert a == b, "the same seed gave different PNG bytes"
+    assert a != c, "a different seed gave the same PNG bytes"
+
+    with np.load(tmp_path / "arrays.npz") as data:
+        assert sorted(data.files) == ["images", "labels"]
+        images, labels = data["images"], data["labels"]
+    assert images.dtype == np.float32 and images.shape == (8, 16, 16, 1)
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert labels.dtype == np.int32 and labels.tolist() == CLASS_BLOCKS_8
+    mode, grid = png_array(tmp_path / "a.png")
+    assert mode == "L"
+    # One class per row (4 rows of 2) and the same images as the .npz of the same seed.
+    np.testing.assert_array_equal(grid, make_grid(to_uint8(images), rows=4)[..., 0])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_sample_directory_labels_and_interpolation(tmp_path, tiny_run):
+    (tmp_path / "twos").mkdir()
+    (tmp_path / "twos" / "notes.txt").write_text("mine\n")  # non-empty: needs --force
+    model = ["sample", "--model", tiny_run]
+    runs = gan_seg_many([
+        ([*model, "-n", "8", "-o", "samples"], tmp_path),
+        ([*model, "-n", "4", "--label", "two", "-o", "twos/", "--force"], tmp_path),
+        ([*model, "-n", "20", "--interpolate", "-o", "walk.npz"], tmp_path),
+    ])
+    for result in runs:
+        ok(result)
+    assert runs[0].stdout.strip() == "wrote 8 images to samples"
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == [f"{i:05d}_{label}.png" for i, label in enumerate(CLASS_BLOCKS_8)]
+    mode, first = png_array(tmp_path / "samples" / "00000_0.png")
+    assert mode == "L" and first.shape == (16, 16)
+    pngs = sorted(p.name for p in (tmp_path / "twos").glob("*.png"))
+    assert pngs == [f"{i:05d}_2.png" for i in range(4)]
+    assert (tmp_path / "twos" / "notes.txt").read_text() == "mine\n"
+    with np.load(tmp_path / "walk.npz") as data:
+        images, labels = data["images"], data["labels"]
+    assert images.shape == (20, 16, 16, 1)
+    assert labels.tolist() == [0] * 10 + [1] * 10  # two walks of 10, one class each
+    assert not np.array_equal(images[0], images[9]), "a walk should change along the way"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_sample_force_into_directory_leaves_only_the_new_samples(tmp_path, tiny_run):
+    for i, label in enumerate(CLASS_BLOCKS_8):  # an earlier `sample -n 8 -o samples`
+        write_png(tmp_path / "samples" / f"{i:05d}_{label}.png")
+    ok(gan_seg("sample", "--model", tiny_run, "-n", "4", "--label", "3", "-o", "samples",
+               "--force", cwd=tmp_path))
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        f"{i:05d}_3.png" for i in range(4)]
+
+
+# -- gan-seg train ------------------------------------------------------------------------------------
+TINY_TRAIN = ["--model", "cgan", "--batch-size", "16", "--latent-dim", "8", "--precision",
+              "float32", "--quiet"]
+
+
+@pytest.mark.slow
+def test_train_then_resume(tmp_path, tiny_npz):
+    first = ok(gan_seg("train", *TINY_TRAIN, "--data", tiny_npz, "--steps", "3", "--checkpoint-every",
+                       "2", "--sample-every", "2", "--log-every", "1", "--out", "run", cwd=tmp_path))
+    assert first.stdout.strip() == "run saved in run"
+    run = tmp_path / "run"
+    assert metric_steps(run) == [1, 2, 3]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "ckpt-00000002.npz", "ckpt-00000003.npz"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_00000002.png", "step_00000003.png"]
+    for name in ("generator.keras", "discriminator.keras", "loss_curves.png", "config.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 3 and "resumes" not in config
+    assert config["class_names"] == ["zero", "one", "two", "three"]
+
+    second = ok(gan_seg("train", "--resume", "run", "--steps", "5", "--quiet", cwd=tmp_path))
+    assert second.stdout.strip() == "run saved in run"
+    assert metric_steps(run) == [1, 2, 3, 4, 5]
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 5
+    assert [(r["from_step"], r["to_step"]) for r in config["resumes"]] == [(3, 5)]
+    assert (run / "checkpoints" / "ckpt-00000005.npz").is_file()
+    assert {"step_00000004.png", "step_00000005.png"} <= {p.name for p in (run / "samples").iterdir()}
+    metadata = read_metadata(run / "generator.keras")
+    assert metadata["step"] == 5 and metadata["kind"] == "generator"
+    assert metadata["class_names"] == ["zero", "one", "two", "three"]
+    assert not list(run.rglob(".*.tmp*")), "temporary files left"
+
+
+@pytest.mark.slow
+def test_resume_from_another_directory(tmp_path, tiny_npz):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(tiny_npz, tmp_path / "project" / "data.npz")
+    ok(gan_seg("train", *TINY_TRAIN, "--data", "data.npz", "--steps", "1", "--out", "run",
+               cwd=tmp_path / "project"))
+    resumed = gan_seg("train", "--resume", "../project/run", "--steps", "2", "--quiet",
+                      cwd=tmp_path / "elsewhere")
+    ok(resumed)
+    assert metric_steps(tmp_path / "project" / "run")[-1] == 2

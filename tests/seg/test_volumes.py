@@ -1,0 +1,244 @@
+"""Tests of gan_seg.seg.volumes: checked loading, writing on a reference grid, data set listing."""
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from gan_seg.errors import InputError
+from gan_seg.seg import volumes
+from gan_seg.seg.volumes import check_labels, list_dataset, load_volume, save_like
+
+SHAPE = (12, 14, 10)
+
+
+def write(path, data=None, affine=None, kind=nib.Nifti1Image):
+    """Save ``data`` (default: a small uint8 ramp) with ``affine`` (default: 1 mm RAS); returns the path."""
+    data = np.arange(np.prod(SHAPE), dtype=np.uint8).reshape(SHAPE) if data is None else data
+    nib.save(kind(data, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def test_load_volume_gives_float32_and_keeps_geometry(tmp_path):
+    affine = np.diag([1.2, 1.0, 0.9, 1.0])
+    affine[:3, 3] = [-5, 7, 3]
+    img = load_volume(write(tmp_path / "scan.nii.gz", affine=affine))
+    assert img.shape == SHAPE and isinstance(img, nib.Nifti1Image)
+    assert img.get_fdata(dtype=np.float32).dtype == np.float32
+    np.testing.assert_allclose(img.affine, affine)
+    assert img.get_fdata(dtype=np.float32)[3, 2, 1] == (3 * 140 + 2 * 10 + 1) % 256
+
+
+def test_single_frame_4d_is_squeezed(tmp_path):
+    data = np.random.default_rng(0).random(SHAPE + (1,)).astype(np.float32)
+    img = load_volume(write(tmp_path / "one_frame.nii", data))
+    assert img.shape == SHAPE
+    np.testing.assert_array_equal(img.get_fdata(dtype=np.float32), data[..., 0])
+
+
+def test_mgz_round_trip(tmp_path):
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-10, -12, -8]
+    data = np.random.default_rng(1).random(SHAPE).astype(np.float32)
+    img = load_volume(write(tmp_path / "scan.mgz", data, affine, kind=nib.MGHImage))
+    assert isinstance(img, nib.MGHImage)
+    save_like(img.get_fdata(dtype=np.float32) * 2, img, tmp_path / "out.mgz")
+    back = load_volume(tmp_path / "out.mgz")
+    np.testing.assert_allclose(back.affine, affine)
+    np.testing.assert_allclose(back.get_fdata(dtype=np.float32), data * 2, rtol=1e-6)
+    nifti = nib.load(save_like(np.ones(SHAPE, np.int16), img, tmp_path / "out.nii.gz"))
+    assert isinstance(nifti, nib.Nifti1Image) and nifti.get_data_dtype() == np.int16
+    np.testing.assert_allclose(nifti.affine, affine)
+
+
+def _truncated(path):
+    write(path, np.random.default_rng(0).random((30, 30, 30)).astype(np.float32))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2])
+
+
+def _singular(path):
+    img = nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4))
+    img.set_sform(np.array([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), code=2)
+    img.set_qform(None, code=0)
+    nib.save(img, path)
+
+
+def _with_nan(path):
+    data = np.ones(SHAPE, np.float32)
+    data[1, 2, 3] = np.nan
+    data[0, 0, 0] = np.inf
+    write(path, data)
+
+
+BAD_FILES = {
+    "missing.nii.gz": (lambda p: None, "no such file"),
+    "random.nii.gz": (lambda p: p.write_bytes(os.urandom(3000)), "not a valid NIfTI"),
+    "truncated.nii.gz": (_truncated, "damaged or truncated"),
+    "truncated.nii": (_truncated, "damaged or truncated"),
+    "text.nii": (lambda p: p.write_text("not an image\n" * 40), "not a valid NIfTI"),
+    "scan.txt": (lambda p: p.write_text("x"), "not a NIfTI or MGZ file"),
+    "frames.nii.gz": (lambda p: write(p, np.ones(SHAPE + (3,), np.float32)), "3 frames"),
+    "flat.nii.gz": (lambda p: write(p, np.ones((12, 14), np.float32)), "not 3D (shape 12x14)"),
+    "slice.nii.gz": (lambda p: write(p, np.ones((12, 14, 1), np.float32)), "a single slice"),
+    "nan.nii.gz": (_with_nan, "2 non-finite voxels"),
+    "empty.nii.gz": (lambda p: write(p, np.ones((0, 14, 10), np.float32)), "empty (shape 0x14x10)"),
+    "singular.nii.gz": (_singular, "degenerate affine"),
+    "tiny_voxels.nii.gz": (lambda p: write(p, affine=np.diag([0.01, 1, 1, 1])), "absurd voxel size"),
+    "huge_fov.nii.gz": (lambda p: write(p, np.ones((260, 4, 4), np.uint8), np.diag([2.0, 1, 1, 1])),
+                        "field of view 520x4x4 mm"),
+    "too_many.nii.gz": (lambda p: write(p, np.ones((1100, 2, 2), np.uint8), np.diag([0.1, 1, 1, 1])),
+                        "at most 1024 voxels per axis"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_load_volume_refuses_bad_files(tmp_path, name):
+    make, expected = BAD_FILES[name]
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(InputError) as info:
+        load_volume(path)
+    message = str(info.value)
+    assert expected in message and message.startswith(f"{path}: ") and "\n" not in message
+
+
+def test_load_volume_reports_all_problems_at_once(tmp_path):
+    data = np.ones((4, 4, 4, 3), np.float32)
+    data[0, 0, 0, 0] = np.nan
+    path = write(tmp_path / "scan.nii.gz", data, np.diag([30.0, 1, 1, 1]))
+    with pytest.raises(InputError) as info:
+        load_volume(path)
+    message = str(info.value)
+    for part in ("not 3D (shape 4x4x4x3, 3 frames)", "absurd voxel size 30x1x1 mm", "1 non-finite voxels"):
+        assert part in message
+    assert message.count(";") == 2 and "\n" not in message
+
+
+def test_save_like_keeps_geometry_and_header(tmp_path):
+    affine = np.array([[0, 0, -1.0, 90], [-1.0, 0, 0, 120], [0, 1.0, 0, -100], [0, 0, 0, 1]])  # LIA-like
+    ref = nib.Nifti1Image(np.full(SHAPE, 100, np.int16), affine)
+    ref.header.set_xyzt_units("mm", "sec")
+    ref.header.set_slope_inter(2.0, 5.0)
+    ref.header["descrip"] = b"t1 scan"
+    ref.set_qform(affine, code=1)
+    ref.set_sform(affine, code=1)
+    nib.save(ref, tmp_path / "ref.nii.gz")
+    ref = load_volume(tmp_path / "ref.nii.gz")
+    labels = (np.arange(np.prod(SHAPE)) % 7).reshape(SHAPE)
+    out = save_like(labels, ref, tmp_path / "seg.nii.gz", np.uint8)
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.uint8 and np.asarray(img.dataobj).dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(img.dataobj), labels)
+    np.testing.assert_allclose(img.affine, affine)
+    assert img.header["qform_code"] == 1 and img.header["sform_code"] == 1
+    assert img.header["descrip"] == b"t1 scan"
+    assert img.header.get_slope_inter() in ((None, None), (1.0, 0.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.nii.gz", "seg.nii.gz"]
+    with pytest.raises(ValueError, match="do not fit uint8"):
+        save_like(labels + 250, ref, tmp_path / "seg2.nii.gz", np.uint8)
+
+
+def test_save_like_is_atomic(tmp_path, monkeypatch):
+    ref = load_volume(write(tmp_path / "ref.nii.gz"))
+    target = tmp_path / "seg.nii.gz"
+    target.write_bytes(b"old")
+    seen = []
+
+    def broken_save(img, path):
+        seen.append(str(path))
+        assert str(path).endswith(".nii.gz") and path.parent == tmp_path
+        nib.loadsave.save(img, path)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(volumes.nib, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_like(np.zeros(SHAPE, np.uint8), ref, target)
+    assert target.read_bytes() == b"old" and len(seen) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.nii.gz", "seg.nii.gz"]
+
+
+CLASSES = {"0": "Background", "1": "Cortex", "2": "White-Matter"}
+
+
+def make_dataset(root, names=("sub1", "sub2"), classes=CLASSES):
+    """A data set folder with images/, labels/ and classes.json (suffixes vary on purpose)."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, name in enumerate(names):
+        write(root / "images" / f"{name}.nii.gz")
+        write(root / "labels" / (f"{name}.mgz" if i % 2 else f"{name}.nii"), kind=nib.MGHImage if i % 2
+              else nib.Nifti1Image)
+    if classes is not None:
+        (root / "classes.json").write_text(json.dumps(classes))
+    return root
+
+
+def test_list_dataset_folder_and_csv(tmp_path):
+    root = make_dataset(tmp_path / "set")
+    (root / "images" / "README.txt").write_text("ignored")
+    pairs, names = list_dataset(root)
+    assert names == ["Background", "Cortex", "White-Matter"]
+    assert [(im.name, lab.name, n) for im, lab, n in pairs] == [("sub1.nii.gz", "sub1.nii", "sub1"),
+                                                         ("sub2.nii.gz", "sub2.mgz", "sub2")]
+    table = root / "train.csv"
+    table.write_text("image,label\nimages/sub2.nii.gz,labels/sub2.mgz\n")
+    pairs, names = list_dataset(table)
+    assert pairs == [(root / "images/sub2.nii.gz", root / "labels/sub2.mgz", "images/sub2")]
+    other = tmp_path / "classes2.json"
+    other.write_text(json.dumps({"0": "unknown", **{str(i): f"c{i}" for i in range(1, 12)}}))
+    assert list_dataset(table, classes=other)[1] == ["unknown"] + [f"c{i}" for i in range(1, 12)]
+
+
+def test_list_dataset_reports_all_problems(tmp_path):
+    root = make_dataset(tmp_path / "set", classes={"0": "Background", "2": "Cortex"})
+    write(root / "images" / "lonely.nii.gz")
+    write(root / "labels" / "orphan.nii.gz")
+    with pytest.raises(InputError) as info:
+        list_dataset(root)
+    message = str(info.value)
+    for part in ("images/lonely.nii.gz: no label", "labels/orphan.nii.gz: no image", "contiguous"):
+        assert part in message
+    assert "\n" not in message
+
+    table = root / "bad.csv"
+    table.write_text("image,label\nimages/sub1.nii.gz,labels/missing.nii.gz\nimages/sub1.nii.gz,notes.txt\n")
+    (root / "classes.json").write_text(json.dumps(CLASSES))
+    with pytest.raises(InputError) as info:
+        list_dataset(table)
+    message = str(info.value)
+    for part in ("line 2: label labels/missing.nii.gz not found", "line 3: notes.txt is not",
+                 "line 3: image images/sub1.nii.gz listed twice"):
+        assert part in message
+
+
+def _empty(root):
+    for path in [*(root / "images").iterdir(), *(root / "labels").iterdir()]:
+        path.unlink()
+
+
+@pytest.mark.parametrize("setup, expected", [
+    (lambda root: (root / "classes.json").unlink(), "classes file not found"),
+    (lambda root: (root / "classes.json").write_text('{"0": "Cortex", "1": "WM"}'), "class 0 must be"),
+    (lambda root: (root / "classes.json").write_text("[1, 2"), "unreadable classes file"),
+    (_empty, "no image/label pairs"),
+    (lambda root: (root / "bad.csv").write_text("img,lab\n"), "needs the columns image,label"),
+])
+def test_list_dataset_bad_layouts(tmp_path, setup, expected):
+    root = make_dataset(tmp_path / "set")
+    setup(root)
+    with pytest.raises(InputError, match=expected):
+        list_dataset(root / "bad.csv" if (root / "bad.csv").exists() else root)
+
+
+def test_check_labels():
+    labels = np.array([[[0, 1], [2, 1]]], np.float32)
+    out = check_labels(labels, 3, "sub1", image_shape=(1, 2, 2))
+    assert out.dtype == np.int16 and out.tolist() == [[[0, 1], [2, 1]]]
+    with pytest.raises(InputError) as info:
+        check_labels(np.array([0, 1.5, 3, -1, 7]), 3, "sub1", image_shape=(4,))
+    message = str(info.value)
+    for part in ("sub1: label shape 5 differs from the image's 4", "1 non-integer", "outside 0..2: -1, 3, 7"):
+        assert part in message
