@@ -13,6 +13,17 @@ GENERATOR_FILE, DISCRIMINATOR_FILE = "generator.keras", "discriminator.keras"
 SAMPLES = "samples"
 LOSS_CURVES = "loss_curves.png"
 OUTPUTS = (GENERATOR_FILE, DISCRIMINATOR_FILE)
+OPTIMIZERS = ("rmsprop", "adam")
+LOSSES = ("bce", "hinge")
+CONDITIONINGS = ("concat", "projection")
+# A recipe gives the defaults of the options below it; an option given explicitly wins.
+RECIPES = {
+    "classic": dict(optimizer="rmsprop", d_learning_rate=2e-4, g_learning_rate=1e-4, beta_1=0.9,
+                    ema=0.0, spectral_norm=False, loss="bce", conditioning="concat"),
+    "sn-ema": dict(optimizer="adam", d_learning_rate=2e-4, g_learning_rate=2e-4, beta_1=0.5,
+                   ema=0.999, spectral_norm=True, loss="bce", conditioning="concat"),
+}
+DEFAULT_RECIPE = "sn-ema"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +38,23 @@ class GanConfig(RunOptions):
     steps: int = option(10000, "TOTAL number of iterations.")
     batch_size: int = option(64, "Global minibatch size.")
     d_steps: int = option(1, "Discriminator updates per iteration (k).")
-    d_learning_rate: float = option(2e-4, "D RMSprop rate.", "--d-lr")
-    g_learning_rate: float = option(1e-4, "G RMSprop rate.", "--g-lr")
+    recipe: str = option(DEFAULT_RECIPE, "Defaults of the options below: classic = the seed's (RMSprop "
+                         "with decay, BCE, label as an image channel); sn-ema = Adam(beta_1 0.5), spectral "
+                         "norm in D, a moving average of G for samples and the saved model.",
+                         choices=tuple(RECIPES))
+    optimizer: str | None = option(None, "Optimizer of D and G (rmsprop with the seed's decay, or adam).",
+                                   choices=OPTIMIZERS, default_text="from --recipe")
+    d_learning_rate: float | None = option(None, "D learning rate.", "--d-lr", default_text="from --recipe")
+    g_learning_rate: float | None = option(None, "G learning rate.", "--g-lr", default_text="from --recipe")
+    beta_1: float | None = option(None, "Adam beta_1.", default_text="from --recipe")
+    ema: float | None = option(None, "Decay of the moving average of G's weights that draws the samples "
+                               "and is saved (0 = off, the raw G).", default_text="from --recipe")
+    spectral_norm: bool | None = option(None, "Spectral normalisation of D's layers.", type=bool,
+                                        default_text="from --recipe")
+    loss: str | None = option(None, "Adversarial loss: bce (non-saturating) or hinge.", choices=LOSSES,
+                              default_text="from --recipe")
+    conditioning: str | None = option(None, "CGAN discriminator: concat (label as an image channel) or "
+                                      "projection.", choices=CONDITIONINGS, default_text="from --recipe")
     d_decay: float = 6e-8
     g_decay: float = 3e-8
     label_smoothing: float = option(0.0, "One-sided label smoothing: real targets become 1 - this.")
@@ -36,7 +62,20 @@ class GanConfig(RunOptions):
     sample_every: int = option(500, "Sample grid every N steps.")
 
     def checked(self):
-        """This config after checking every option; one InputError lists all the invalid ones."""
+        """This config with the recipe's defaults filled in, after checking every option; one InputError
+        lists all the invalid ones."""
+        if self.recipe not in RECIPES:
+            raise InputError(f"--recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[self.recipe]
+        defaults = {name: value for name, value in recipe.items() if getattr(self, name) is None}
+        config = dataclasses.replace(self, **defaults)
+        problems = config.problems()
+        if problems:
+            raise InputError("; ".join(problems))
+        return config
+
+    def problems(self):
+        """Messages for every invalid option (of a config whose recipe defaults are filled in)."""
         problems = self.common_problems()
         if self.model not in MODELS:
             problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
@@ -50,6 +89,13 @@ class GanConfig(RunOptions):
                 problems.append(f"{name.replace('_', '-')} must be >= 0")
         if not 0.0 <= self.label_smoothing < 0.5:
             problems.append(f"label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if problems:
-            raise InputError("; ".join(problems))
-        return self
+        if not 0.0 <= self.ema < 1.0:
+            problems.append(f"ema must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.beta_1 < 1.0:
+            problems.append(f"beta-1 must be in [0, 1), got {self.beta_1}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("loss", LOSSES), ("conditioning", CONDITIONINGS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.loss == "hinge" and self.label_smoothing:
+            problems.append("label-smoothing applies to the bce loss only")
+        return problems

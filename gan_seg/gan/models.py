@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from gan_seg.errors import InputError
-from gan_seg.gan.config import ADVERSARIAL, DISCRIMINATOR, GENERATOR
+from gan_seg.gan.config import ADVERSARIAL, CONDITIONINGS, DISCRIMINATOR, GENERATOR
 
 
 def _check_image_shape(image_shape, multiple):
@@ -79,11 +79,29 @@ def build_generator(latent_dim=100, image_shape=(28, 28, 1), num_classes=None, d
     return keras.Model(inputs if num_classes is not None else z, image, name=GENERATOR)
 
 
-def build_discriminator(image_shape=(28, 28, 1), num_classes=None, dtype=None):
-    """Discriminator: image (and a one-hot label) -> probability that the image is real."""
+def _weighted(layer_class, *args, name, spectral_norm, dtype, **kwargs):
+    """A ``layer_class`` layer, wrapped in spectral normalisation (the wrapper takes ``name``) when asked."""
+    if not spectral_norm:
+        return layer_class(*args, name=name, dtype=dtype, **kwargs)
+    inner = layer_class(*args, name=f"{name}_inner", dtype=dtype, **kwargs)
+    return layers.SpectralNormalization(inner, name=name, dtype=dtype)
+
+
+def build_discriminator(image_shape=(28, 28, 1), num_classes=None, dtype=None, spectral_norm=False,
+                        conditioning="concat", logits=False):
+    """Discriminator: image (and a one-hot label) -> probability that the image is real (or its logit).
+
+    ``spectral_norm`` wraps every Conv2D / Dense in :class:`keras.layers.SpectralNormalization`.
+    ``conditioning`` (CGAN): ``"concat"`` maps the label to an extra image channel (the seed's);
+    ``"projection"`` adds ``<embed(label), features>`` to the output (Miyato & Koyama 2018).
+    ``logits`` ends in the raw score instead of the sigmoid probability (for the hinge loss).
+    """
     image_shape = _check_image_shape(image_shape, 4)
     _check_num_classes(num_classes)
+    if conditioning not in CONDITIONINGS:
+        raise InputError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
     height, width, _ = image_shape
+    weighted = {"spectral_norm": spectral_norm, "dtype": dtype}
 
     image = keras.Input(image_shape, name="image")
     inputs = [image]
@@ -91,25 +109,63 @@ def build_discriminator(image_shape=(28, 28, 1), num_classes=None, dtype=None):
     if num_classes is not None:
         label = keras.Input((num_classes,), name="label")
         inputs.append(label)
-        y = layers.Dense(height * width, name="d_label_dense", dtype=dtype)(label)
-        y = layers.Reshape((height, width, 1), name="d_label_reshape", dtype=dtype)(y)
-        x = layers.Concatenate(name="d_concat_label", dtype=dtype)([x, y])
+        if conditioning == "concat":
+            y = _weighted(layers.Dense, height * width, name="d_label_dense", **weighted)(label)
+            y = layers.Reshape((height, width, 1), name="d_label_reshape", dtype=dtype)(y)
+            x = layers.Concatenate(name="d_concat_label", dtype=dtype)([x, y])
     for i, (f, s) in enumerate(zip((32, 64, 128, 256), (2, 2, 2, 1), strict=True), start=1):
         x = layers.LeakyReLU(negative_slope=0.2, name=f"d_lrelu_{i}", dtype=dtype)(x)
-        x = layers.Conv2D(f, 5, strides=s, padding="same", name=f"d_conv_{i}", dtype=dtype)(x)
-    x = layers.Flatten(name="d_flatten", dtype=dtype)(x)
-    x = layers.Dense(1, name="d_dense", dtype=dtype)(x)
-    probability = layers.Activation("sigmoid", name="d_sigmoid", dtype="float32")(x)
-    return keras.Model(inputs if num_classes is not None else image, probability, name=DISCRIMINATOR)
+        x = _weighted(layers.Conv2D, f, 5, strides=s, padding="same", name=f"d_conv_{i}", **weighted)(x)
+    features = layers.Flatten(name="d_flatten", dtype=dtype)(x)
+    x = _weighted(layers.Dense, 1, name="d_dense", **weighted)(features)
+    if num_classes is not None and conditioning == "projection":
+        embedded = _weighted(layers.Dense, features.shape[-1], use_bias=False, name="d_label_embed",
+                             **weighted)(label)
+        projected = layers.Dot(axes=1, name="d_projection", dtype=dtype)([embedded, features])
+        x = layers.Add(name="d_add_projection", dtype=dtype)([x, projected])
+    last = layers.Activation("linear" if logits else "sigmoid", name="d_logit" if logits else "d_sigmoid",
+                             dtype="float32")
+    return keras.Model(inputs if num_classes is not None else image, last(x), name=DISCRIMINATOR)
+
+
+@keras.saving.register_keras_serializable(package="gan_seg")
+class Adversarial(keras.Model):
+    """The adversarial model ``D(G(z))`` with D frozen as a Keras object: its trainable weights are
+    exactly the generator's, so compiling and fitting it (``train_on_batch(z, ones)``) moves G only, while
+    D keeps training on its own. D runs in inference mode inside it (its state does not change either).
+
+    Keras 3 shares ``layer.trainable`` between every model that holds the layer, so the classic "set
+    ``D.trainable = False``, then compile the adversarial model" would freeze D everywhere; the variables
+    are partitioned here instead and no flag is touched.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        """G in the given mode, then D in inference mode (a functional graph would pass ``training`` on)."""
+        images = self.get_layer(GENERATOR)(inputs, training=training)
+        scored = [images, inputs[1]] if isinstance(inputs, (list, tuple)) else images
+        return self.get_layer(DISCRIMINATOR)(scored, training=False)
+
+    @property
+    def trainable_variables(self):
+        return list(self.get_layer(GENERATOR).trainable_variables)
+
+    @property
+    def trainable_weights(self):
+        return list(self.get_layer(GENERATOR).trainable_weights)
+
+    @property
+    def non_trainable_variables(self):
+        trained = {id(v) for v in self.trainable_variables}
+        return [v for v in self.variables if id(v) not in trained]
+
+    @property
+    def non_trainable_weights(self):
+        trained = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trained]
 
 
 def build_adversarial(generator, discriminator):
-    """The seed's adversarial model ``Model(inputs, discriminator(generator(inputs)))``.
-
-    The discriminator is frozen inside it by the trainer, which updates only ``generator``'s trainable
-    variables through this model; no ``trainable`` flag is touched (in Keras 3 that flag is shared by
-    every model holding the layer, so the classic compile-then-freeze recipe would freeze D everywhere).
-    """
+    """The seed's adversarial model ``D(G(z))`` (an :class:`Adversarial`: D frozen inside it)."""
     conditional = len(generator.inputs) == 2
     if conditional != (len(discriminator.inputs) == 2):
         raise InputError("generator and discriminator disagree on conditioning (one uses labels, one not)")
@@ -117,12 +173,14 @@ def build_adversarial(generator, discriminator):
     d_shape = tuple(discriminator.inputs[0].shape[1:])
     if g_shape != d_shape:
         raise InputError(f"generator makes {g_shape} images but the discriminator takes {d_shape}")
+    if (generator.name, discriminator.name) != (GENERATOR, DISCRIMINATOR):
+        raise InputError(f"the models must be named {GENERATOR!r} and {DISCRIMINATOR!r}, got "
+                         f"{generator.name!r} and {discriminator.name!r}")
     z = keras.Input(tuple(generator.inputs[0].shape[1:]), name="z")
     if conditional:
         label = keras.Input(tuple(generator.inputs[1].shape[1:]), name="label")
-        probability = discriminator([generator([z, label]), label])
-        return keras.Model([z, label], probability, name=ADVERSARIAL)
-    return keras.Model(z, discriminator(generator(z)), name=ADVERSARIAL)
+        return Adversarial([z, label], discriminator([generator([z, label]), label]), name=ADVERSARIAL)
+    return Adversarial(z, discriminator(generator(z)), name=ADVERSARIAL)
 
 
 def latent_dim_of(generator):

@@ -52,22 +52,35 @@ class GanTrainer:
     """Models, optimizers and the compiled step of one GAN run under a tf.distribute strategy."""
 
     def __init__(self, config, data_x, data_y, num_classes, strategy, precision):
+        config = config.checked()  # the recipe's defaults filled in
         self.config, self.strategy = config, strategy
         self.num_classes = num_classes
         self.image_shape = tuple(data_x.shape[1:])
         self.x, self.y = data_x, data_y
         keras.utils.set_random_seed(config.seed)
         dtype = None if precision == "float32" else precision
+        synchronized = strategy.num_replicas_in_sync > 1
         with strategy.scope():
             self.generator = build_generator(config.latent_dim, self.image_shape, num_classes, dtype=dtype,
-                                             synchronized_bn=strategy.num_replicas_in_sync > 1)
-            self.discriminator = build_discriminator(self.image_shape, num_classes, dtype=dtype)
+                                             synchronized_bn=synchronized)
+            self.discriminator = build_discriminator(self.image_shape, num_classes, dtype=dtype,
+                                                     **discriminator_options(config))
             self.adversarial = build_adversarial(self.generator, self.discriminator)
-            self.d_optimizer = _rmsprop(config.d_learning_rate, config.d_decay, "d_optimizer")
-            self.g_optimizer = _rmsprop(config.g_learning_rate, config.g_decay, "g_optimizer")
+            self.d_optimizer = _optimizer(config, config.d_learning_rate, config.d_decay, "d_optimizer")
+            self.g_optimizer = _optimizer(config, config.g_learning_rate, config.g_decay, "g_optimizer")
             self.d_optimizer.build(self.discriminator.trainable_variables)
             self.g_optimizer.build(self.generator.trainable_variables)
+            self.ema_generator = None
+            if config.ema:
+                self.ema_generator = build_generator(config.latent_dim, self.image_shape, num_classes,
+                                                     dtype=dtype, synchronized_bn=synchronized)
+                self.ema_generator.set_weights(self.generator.get_weights())
         self._step = tf.function(self._distributed_step)
+
+    @property
+    def sampler(self):
+        """The generator that draws samples: the moving average of G's weights, or G without one."""
+        return self.ema_generator or self.generator
 
     # -- the algorithm -----------------------------------------------------------------------------
     def _inputs(self, images_or_z, labels):
@@ -86,15 +99,19 @@ class GanTrainer:
         local = tf.shape(real)[0]
         images = tf.concat([real, fake], axis=0)
         labels = tf.concat([batch["real_labels"][i], batch["d_fake_labels"][i]], axis=0)
-        smoothed = tf.fill([local, 1], 1.0 - self.config.label_smoothing)
-        targets = tf.concat([smoothed, tf.zeros([local, 1])], axis=0)
         with tf.GradientTape() as tape:
-            prob = self.discriminator(self._inputs(images, labels), training=True)
-            loss = tf.reduce_sum(keras.losses.binary_crossentropy(targets, prob))
-            loss = loss / (2 * self.config.batch_size)
+            score = self.discriminator(self._inputs(images, labels), training=True)
+            if self.config.loss == "hinge":
+                per_image = tf.concat([tf.nn.relu(1.0 - score[:local]), tf.nn.relu(1.0 + score[local:])],
+                                      axis=0)[:, 0]
+            else:
+                smoothed = tf.fill([local, 1], 1.0 - self.config.label_smoothing)
+                targets = tf.concat([smoothed, tf.zeros([local, 1])], axis=0)
+                per_image = keras.losses.binary_crossentropy(targets, score)
+            loss = tf.reduce_sum(per_image) / (2 * self.config.batch_size)
         grads = tape.gradient(loss, self.discriminator.trainable_variables)
         self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
-        return loss, prob[:local], prob[local:]
+        return loss, score[:local], score[local:]
 
     def g_update(self, batch):
         """2. One generator update through the adversarial model on fresh noise labelled 1.0.
@@ -103,10 +120,13 @@ class GanTrainer:
         """
         with tf.GradientTape() as tape:
             fooled = self.adversarial(self._inputs(batch["g_noise"], batch["g_labels"]), training=True)
-            loss = tf.reduce_sum(keras.losses.binary_crossentropy(tf.ones_like(fooled), fooled))
-            loss = loss / self.config.batch_size
-        grads = tape.gradient(loss, self.generator.trainable_variables)
-        self.g_optimizer.apply(grads, self.generator.trainable_variables)
+            if self.config.loss == "hinge":
+                per_image = -fooled[:, 0]
+            else:
+                per_image = keras.losses.binary_crossentropy(tf.ones_like(fooled), fooled)
+            loss = tf.reduce_sum(per_image) / self.config.batch_size
+        grads = tape.gradient(loss, self.adversarial.trainable_variables)
+        self.g_optimizer.apply(grads, self.adversarial.trainable_variables)
         return loss
 
     def _replica_step(self, batch):
@@ -116,15 +136,24 @@ class GanTrainer:
             d_loss, p_real, p_fake = self.d_update(batch, i)
             d_losses.append(d_loss)
         g_loss = self.g_update(batch)
+        threshold = 0.0 if self.config.loss == "hinge" else 0.5  # a logit of 0 is a probability of 0.5
         return {
             "d_loss": tf.add_n(d_losses) / len(d_losses),
-            "d_acc_real": tf.reduce_sum(tf.cast(p_real > 0.5, tf.float32)) / self.config.batch_size,
-            "d_acc_fake": tf.reduce_sum(tf.cast(p_fake < 0.5, tf.float32)) / self.config.batch_size,
+            "d_acc_real": tf.reduce_sum(tf.cast(p_real > threshold, tf.float32)) / self.config.batch_size,
+            "d_acc_fake": tf.reduce_sum(tf.cast(p_fake < threshold, tf.float32)) / self.config.batch_size,
             "g_loss": g_loss,
         }
 
+    def _update_ema(self):
+        """3. The moving average of G's weights (BatchNorm statistics included) follows G."""
+        decay = self.config.ema
+        for average, weight in zip(self.ema_generator.weights, self.generator.weights, strict=True):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+
     def _distributed_step(self, iterator):
         per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+        if self.ema_generator is not None:
+            self._update_ema()
         return sum_over_replicas(self.strategy, per_replica)
 
     def step(self, iterator):
@@ -175,17 +204,29 @@ class GanTrainer:
 
     # -- state ---------------------------------------------------------------------------------------
     def checkpoint_groups(self):
-        """Every variable a checkpoint holds: both models (BatchNorm statistics included), both optimizers."""
-        return {
+        """Every variable a checkpoint holds: both models (BatchNorm statistics included), both optimizers
+        and the moving average of G."""
+        groups = {
             "generator": self.generator.variables,
             "discriminator": self.discriminator.variables,
             "g_optimizer": self.g_optimizer.variables,
             "d_optimizer": self.d_optimizer.variables,
         }
+        if self.ema_generator is not None:
+            groups["ema_generator"] = self.ema_generator.variables
+        return groups
 
 
-def _rmsprop(learning_rate, decay, name):
-    """The seed's RMSprop with Keras 2 ``decay`` (lr / (1 + decay * iterations)) as a schedule."""
+def discriminator_options(config):
+    """The :func:`build_discriminator` options a config asks for."""
+    return {"spectral_norm": config.spectral_norm, "conditioning": config.conditioning,
+            "logits": config.loss == "hinge"}
+
+
+def _optimizer(config, learning_rate, decay, name):
+    """Adam(``beta_1``), or the seed's RMSprop with Keras 2 ``decay`` (lr / (1 + decay * iterations))."""
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, name=name)
     schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
     return keras.optimizers.RMSprop(learning_rate=schedule, name=name)
 
@@ -272,7 +313,7 @@ def _train(trainer, opened, start, progress):
 
     def sample_grid(step):
         if run.writer:
-            grid = make_grid(generate(trainer.generator, grid_z, grid_labels), rows=grid_rows)
+            grid = make_grid(generate(trainer.sampler, grid_z, grid_labels), rows=grid_rows)
             save_png(grid, run.path / SAMPLES / f"step_{step:08d}.png")
             board.image(step, "samples", grid)
 
@@ -295,8 +336,10 @@ def _save_final_models(trainer, record, run):
     shape = tuple(record.details["image_shape"])
     metadata = {"architecture": config.model, "class_names": list(record.class_names or []) or None,
                 "image_shape": list(shape), "num_classes": classes, "step": config.steps,
-                "latent_dim": config.latent_dim, "versions": record.versions}
-    export_float32(lambda: build_generator(config.latent_dim, shape, classes), trainer.generator,
-                   run.path / GENERATOR_FILE, {**metadata, "kind": GENERATOR})
-    export_float32(lambda: build_discriminator(shape, classes), trainer.discriminator,
-                   run.path / DISCRIMINATOR_FILE, {**metadata, "kind": DISCRIMINATOR})
+                "latent_dim": config.latent_dim, "recipe": config.recipe, "versions": record.versions}
+    export_float32(lambda: build_generator(config.latent_dim, shape, classes), trainer.sampler,
+                   run.path / GENERATOR_FILE, {**metadata, "kind": GENERATOR, "ema": config.ema})
+    export_float32(lambda: build_discriminator(shape, classes, **discriminator_options(config)),
+                   trainer.discriminator, run.path / DISCRIMINATOR_FILE,
+                   {**metadata, "kind": DISCRIMINATOR, "output": "logit" if config.loss == "hinge" else
+                    "probability", "conditioning": config.conditioning if classes else None})

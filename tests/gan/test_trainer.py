@@ -11,6 +11,7 @@ from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError, RunError
 from gan_seg.gan.sampling import generate, latent_batch
 from gan_seg.gan.trainer import GanTrainer, resume, train
+from gan_seg.io.saving import load_model
 from tests.helpers import event_tags, make_images, tiny_config
 
 
@@ -37,23 +38,39 @@ def _bn_stats(generator):
     return [v for v in generator.non_trainable_variables if "moving" in v.path]
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cgan"])
-def test_d_update_trains_only_d(model):
-    t = _trainer(model)
+def _all_of_d_moved(trainer, before):
+    """Whether every trainable D weight differs from ``before``; under the hinge loss the output bias is
+    left out (its gradient is #fakes - #reals within the margin: 0 while every score is inside it)."""
+    moved = dict(zip((v.path for v in trainer.discriminator.trainable_variables),
+                     _changed(before, trainer.discriminator.trainable_variables), strict=True))
+    if trainer.config.loss == "hinge":
+        moved.pop(next(path for path in moved if path.startswith("d_dense/") and path.endswith("bias")))
+    return all(moved.values())
+
+
+# Every recipe keeps the seed's structure: D alone on D updates, G alone through the adversarial model.
+VARIANTS = {"classic": dict(recipe="classic"), "sn-ema": dict(recipe="sn-ema"),
+            "hinge-projection": dict(recipe="sn-ema", loss="hinge", conditioning="projection")}
+CASES = [(model, variant) for model in ("dcgan", "cgan") for variant in VARIANTS]
+
+
+@pytest.mark.parametrize(("model", "variant"), CASES)
+def test_d_update_trains_only_d(model, variant):
+    t = _trainer(model, **VARIANTS[variant])
     batch = _batch(t)
     d0, g0 = _values(t.discriminator.trainable_variables), _values(t.generator.trainable_variables)
     stats0 = _values(_bn_stats(t.generator))
     t.d_update(batch, 0)
-    assert all(_changed(d0, t.discriminator.trainable_variables)), "every D weight moves on a D update"
+    assert _all_of_d_moved(t, d0), "every D weight moves on a D update"
     assert not any(_changed(g0, t.generator.trainable_variables)), "G's weights stay on a D update"
     # Documented: G makes the fakes in training mode, so its BatchNorm moving statistics move.
     assert all(_changed(stats0, _bn_stats(t.generator)))
     assert t.discriminator.trainable and t.discriminator.trainable_variables
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cgan"])
-def test_g_update_trains_only_g(model):
-    t = _trainer(model)
+@pytest.mark.parametrize(("model", "variant"), CASES)
+def test_g_update_trains_only_g(model, variant):
+    t = _trainer(model, **VARIANTS[variant])
     batch = _batch(t)
     d0, g0 = _values(t.discriminator.variables), _values(t.generator.trainable_variables)
     d_opt0 = _values(t.d_optimizer.variables)
@@ -64,18 +81,18 @@ def test_g_update_trains_only_g(model):
     # Freezing is not done with the shared trainable flag: D still trains on its own afterwards.
     d1 = _values(t.discriminator.trainable_variables)
     t.d_update(batch, 0)
-    assert all(_changed(d1, t.discriminator.trainable_variables))
+    assert _all_of_d_moved(t, d1)
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cgan"])
-def test_full_step_updates_both_in_one_graph(model):
-    t = _trainer(model, d_steps=2)
+@pytest.mark.parametrize(("model", "variant"), CASES)
+def test_full_step_updates_both_in_one_graph(model, variant):
+    t = _trainer(model, d_steps=2, **VARIANTS[variant])
     iterator = iter(t.dataset(0, 2))
     d0, g0 = _values(t.discriminator.trainable_variables), _values(t.generator.trainable_variables)
     metrics = t.step(iterator)
     assert set(metrics) == {"d_loss", "d_acc_real", "d_acc_fake", "g_loss"}
-    assert 0 <= metrics["d_acc_real"] <= 1 and metrics["g_loss"] > 0
-    assert all(_changed(d0, t.discriminator.trainable_variables))
+    assert 0 <= metrics["d_acc_real"] <= 1 and np.isfinite(metrics["g_loss"]) and metrics["d_loss"] > 0
+    assert _all_of_d_moved(t, d0)
     assert all(_changed(g0, t.generator.trainable_variables))
     assert int(t.d_optimizer.iterations.numpy()) == 2 and int(t.g_optimizer.iterations.numpy()) == 1
     assert t.step(iterator) and t._step.experimental_get_tracing_count() == 1
@@ -90,6 +107,43 @@ def test_samples_use_moving_statistics():
     sampled = generate(t.generator, z)
     np.testing.assert_allclose(sampled, t.generator(z, training=False).numpy(), atol=1e-6)
     assert not np.allclose(sampled, t.generator(z, training=True).numpy(), atol=1e-3)
+
+
+def test_moving_average_follows_g_and_draws_the_samples():
+    t = _trainer("cgan", recipe="sn-ema", ema=0.75)
+    average0 = _values(t.ema_generator.weights)
+    np.testing.assert_array_equal(average0[0], t.generator.weights[0].numpy())  # starts as G
+    t.step(iter(t.dataset(0, 1)))
+    for before, average, weight in zip(average0, t.ema_generator.weights, t.generator.weights, strict=True):
+        expected = 0.75 * before + 0.25 * weight.numpy()
+        np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert t.sampler is t.ema_generator and "ema_generator" in t.checkpoint_groups()
+    plain = _trainer("cgan", recipe="sn-ema", ema=0.0)
+    assert plain.ema_generator is None and plain.sampler is plain.generator
+
+
+def test_saved_generator_is_the_moving_average(tiny_run):
+    generator, metadata = load_model(tiny_run / "generator.keras", "generator")
+    assert metadata["ema"] == 0.999 and metadata["recipe"] == "sn-ema"
+    _, arrays = _checkpoint_arrays(tiny_run)
+    average = [arrays[k] for k in sorted(k for k in arrays if k.startswith("ema_generator/"))]
+    raw = [arrays[k] for k in sorted(k for k in arrays if k.startswith("generator/"))]
+    for saved, expected in zip(generator.get_weights(), average, strict=True):
+        np.testing.assert_array_equal(saved, expected)
+    assert any(not np.array_equal(a, b) for a, b in zip(average, raw, strict=True))
+
+
+def test_recipe_fills_the_options_not_given():
+    classic = tiny_config(recipe="classic").checked()
+    assert (classic.optimizer, classic.d_learning_rate, classic.g_learning_rate, classic.ema,
+            classic.spectral_norm, classic.loss) == ("rmsprop", 2e-4, 1e-4, 0.0, False, "bce")
+    mixed = tiny_config(recipe="classic", optimizer="adam", ema=0.9).checked()
+    assert (mixed.optimizer, mixed.ema, mixed.beta_1, mixed.spectral_norm) == ("adam", 0.9, 0.9, False)
+    assert tiny_config().checked().recipe == "sn-ema"
+    with pytest.raises(InputError, match="--recipe 'fancy'"):
+        tiny_config(recipe="fancy").checked()
+    with pytest.raises(InputError, match="label-smoothing applies to the bce loss only"):
+        tiny_config(loss="hinge", label_smoothing=0.1).checked()
 
 
 def test_label_smoothing_changes_d_targets():
