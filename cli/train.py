@@ -5,6 +5,7 @@ flag per field, its help and defaults from the field, merged over the families t
 """
 
 import dataclasses
+import typing
 
 import click
 from click.core import ParameterSource
@@ -56,6 +57,12 @@ def _help(entries):
     return f"{text} [default: {', '.join(f'{d} ({name})' for name, d in defaults)}]"
 
 
+def _value_type(field):
+    """int, float or str from the field's annotation (``float | None`` -> float)."""
+    kinds = [kind for kind in typing.get_args(field.type) if kind is not type(None)] or [field.type]
+    return kinds[0] if kinds[0] in (int, float) else str
+
+
 def _option(flag, entries):
     field = entries[0][1]
     kind, choices = field.metadata["type"], field.metadata["choices"]
@@ -69,7 +76,7 @@ def _option(flag, entries):
         if None in choices:  # "none" on the command line stands for None (e.g. --se none)
             extra["callback"] = _none_choice
     elif kind != "list":
-        extra["type"] = type(field.default) if field.default is not None else str
+        extra["type"] = _value_type(field)
     return click.Option([flag, field.name], help=_help(entries), **extra)
 
 

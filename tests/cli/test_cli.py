@@ -10,20 +10,24 @@ work; one line ``gan-seg CMD: error: ...`` on stderr (click's usage errors keep 
 """
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gan_seg import __version__
+from gan_seg import __version__, api
 from gan_seg.io.pictures import make_grid, to_uint8
 from gan_seg.io.saving import read_metadata
 from gan_seg_cli.main import COMMANDS, cli
+from gan_seg_cli.train import command as train_command
 from tests.helpers import (
     TIMEOUT,
     cli_env,
@@ -56,6 +60,17 @@ HELP_MENTIONS = {
                 "--posteriors", "--mc-samples", "--uncertainty", "--shard", "--force"],
     "models": ["pretrained models"],
 }
+
+
+def test_train_options_parse_to_the_config_field_types():
+    """Each generated flag parses to its field's type (``float | None`` -> FLOAT, not a string)."""
+    by_name = {param.name: param for param in train_command.params}
+    for family in api.FAMILIES:
+        for field in dataclasses.fields(family.config):
+            kinds = set(typing.get_args(field.type)) or {field.type}
+            if field.name in by_name and kinds & {int, float} and field.metadata.get("type") is None:
+                expected = click.INT if int in kinds else click.FLOAT
+                assert by_name[field.name].type == expected, field.name
 
 
 def test_every_command_has_a_help_check():
