@@ -2,6 +2,10 @@
 
 The metadata is an extra ``gan_seg.json`` entry inside the ``.keras`` zip archive, so a model file is
 self-describing (``sample --label sneaker`` works from the file alone) and Keras still loads it as is.
+
+Model files from strangers are untrusted: before Keras sees one, its ``config.json`` is read and the file
+is refused when it names any module outside Keras and gan-seg, a class registered by another package, or a
+Lambda layer (stored Python code). Keras then loads it in safe mode.
 """
 
 import json
@@ -14,6 +18,8 @@ from gan_seg.errors import InputError
 from gan_seg.io.files import atomic_path
 
 METADATA_ENTRY = "gan_seg.json"
+TRUSTED_PACKAGES = ("keras", "gan_seg")
+CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda")
 
 
 def save_model(model, path, metadata):
@@ -26,6 +32,11 @@ def save_model(model, path, metadata):
 
 def read_metadata(path):
     """gan-seg metadata of a ``.keras`` file; InputError when it is not a readable ``.keras`` file."""
+    return _read(path)[1]
+
+
+def _read(path):
+    """``(config, metadata)`` of a ``.keras`` archive; InputError when it is missing or not readable."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
@@ -34,9 +45,31 @@ def read_metadata(path):
             names = archive.namelist()
             if "config.json" not in names:
                 raise InputError(f"{path} is not a Keras model file (.keras archive without config.json)")
-            return json.loads(archive.read(METADATA_ENTRY)) if METADATA_ENTRY in names else {}
+            config = json.loads(archive.read("config.json"))
+            return config, json.loads(archive.read(METADATA_ENTRY)) if METADATA_ENTRY in names else {}
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise InputError(f"{path} is not a readable .keras model file ({err})") from None
+
+
+def untrusted_parts(config):
+    """What a Keras model config names outside Keras and gan-seg: foreign modules, classes registered
+    by other packages, Lambda layers (sorted, without repeats)."""
+    found, stack = set(), [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            module, registered = node.get("module"), node.get("registered_name")
+            if isinstance(module, str) and module.split(".")[0] not in TRUSTED_PACKAGES:
+                found.add(f"module {module}")
+            if isinstance(registered, str) and ">" in registered and \
+                    registered.split(">")[0] not in TRUSTED_PACKAGES:
+                found.add(f"class {registered}")
+            if node.get("class_name") in CODE_CLASSES:
+                found.add("a Lambda layer (stored Python code)")
+            stack.extend(node.values())
+    return sorted(found)
 
 
 def load_model(path, kind=None):
@@ -44,9 +77,13 @@ def load_model(path, kind=None):
 
     Returns ``(model, metadata)``.
     """
-    metadata = read_metadata(path)
+    config, metadata = _read(path)
+    foreign = untrusted_parts(config)
+    if foreign:
+        raise InputError(f"{path} refers to code outside Keras and gan-seg ({', '.join(foreign)}); refusing "
+                         "to load it: a model file can run such code when it is loaded")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt archives
         raise InputError(f"{path} could not be loaded as a Keras model: {str(err).splitlines()[0]}") from None
     found = metadata.get("kind", model.name)
