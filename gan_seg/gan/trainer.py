@@ -145,15 +145,24 @@ class GanTrainer:
         }
 
     def _update_ema(self):
-        """3. The moving average of G's weights (BatchNorm statistics included) follows G."""
+        """3. The moving average of G's trainable weights follows G."""
         decay = self.config.ema
-        for average, weight in zip(self.ema_generator.weights, self.generator.weights, strict=True):
-            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+        for average, weight in zip(self.ema_generator.trainable_weights, self.generator.trainable_weights,
+                                   strict=True):
+            average.assign(decay * average + (1.0 - decay) * weight)
+
+    def _ema_statistics(self, batch):
+        """4. The averaged generator's BatchNorm statistics follow ITS activations (averaging G's own
+        statistics gives values that do not fit the averaged weights): one forward pass in training mode
+        on the step's generator noise."""
+        self.ema_generator(self._inputs(batch["g_noise"], batch["g_labels"]), training=True)
 
     def _distributed_step(self, iterator):
-        per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+        batch = next(iterator)
+        per_replica = self.strategy.run(self._replica_step, args=(batch,))
         if self.ema_generator is not None:
             self._update_ema()
+            self.strategy.run(self._ema_statistics, args=(batch,))
         return sum_over_replicas(self.strategy, per_replica)
 
     def step(self, iterator):

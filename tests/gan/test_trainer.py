@@ -111,12 +111,18 @@ def test_samples_use_moving_statistics():
 
 def test_moving_average_follows_g_and_draws_the_samples():
     t = _trainer("cgan", recipe="sn-ema", ema=0.75)
-    average0 = _values(t.ema_generator.weights)
-    np.testing.assert_array_equal(average0[0], t.generator.weights[0].numpy())  # starts as G
+    average0 = _values(t.ema_generator.trainable_weights)
+    stats0 = _values(_bn_stats(t.ema_generator))
+    for start, weight in zip(average0, t.generator.trainable_weights, strict=True):
+        np.testing.assert_array_equal(start, weight.numpy())  # starts as G
     t.step(iter(t.dataset(0, 1)))
-    for before, average, weight in zip(average0, t.ema_generator.weights, t.generator.weights, strict=True):
+    weights = zip(average0, t.ema_generator.trainable_weights, t.generator.trainable_weights, strict=True)
+    for before, average, weight in weights:
         expected = 0.75 * before + 0.25 * weight.numpy()
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # Its BatchNorm statistics are its own (one training-mode pass per step), not an average of G's.
+    assert all(_changed(stats0, _bn_stats(t.ema_generator)))
+    assert all(_changed([v.numpy() for v in _bn_stats(t.generator)], _bn_stats(t.ema_generator)))
     assert t.sampler is t.ema_generator and "ema_generator" in t.checkpoint_groups()
     plain = _trainer("cgan", recipe="sn-ema", ema=0.0)
     assert plain.ema_generator is None and plain.sampler is plain.generator
