@@ -16,11 +16,17 @@ hippocampus, amygdala, cerebellum; 21 brain stem; 22 other CSF.  They are auxili
 
 Layout written::
 
-    OUT_DIR/images/NAME.nii.gz   T1 on the subject's own grid/affine
-    OUT_DIR/labels/NAME.nii.gz   uint8 labels 0..22, same grid/affine
-    OUT_DIR/classes.json         {"0": "Background", ...}
-    OUT_DIR/README.md            provenance, recipe, caveats, per-class voxel counts
-    OUT_DIR/qc_NAME.png          orthogonal slices with a colour overlay
+    OUT_DIR/images/NAME.nii.gz      T1 on the subject's own grid/affine
+    OUT_DIR/labels/NAME.nii.gz      uint8 labels 0..22, same grid/affine
+    OUT_DIR/generation/NAME.nii.gz  uint8 generation labels for synthetic training: the labels with the
+                                    head outside the brain split into extra-cerebral classes 23..26
+    OUT_DIR/masks/NAME.nii.gz       uint8 brain mask (labels > 0)
+    OUT_DIR/heads/mni152.nii.gz     MNI152 T1 with Colin27's warped head pasted outside the brain
+    OUT_DIR/classes.json            {"0": "Background", ...}
+    OUT_DIR/generation_classes.json {"0": "Background", ..., "26": "Fat-Marrow"}
+    OUT_DIR/README.md               provenance, recipe, caveats, per-class voxel counts
+    OUT_DIR/qc_NAME.png             orthogonal slices with a colour overlay
+    OUT_DIR/qc_generation_NAME.png  the same with the generation labels
 
 Usage::
 
@@ -76,6 +82,16 @@ CLASS_NAMES = (
 )
 N_CLASSES = len(CLASS_NAMES)  # 23
 
+# Generation labels (synthetic training): the head outside the brain mask, split into tissue classes that
+# exist only for synthesis; a generation value v < N_CLASSES is target class v, v >= N_CLASSES is target 0.
+EXTRA_CSF, EXTRA_DARK, EXTRA_SOFT, EXTRA_BRIGHT = range(N_CLASSES, N_CLASSES + 4)
+EXTRA_NAMES = ("Extra-Cerebral-Dark-Rim", "Skull-Dark", "Soft-Tissue", "Fat-Marrow")
+GENERATION_NAMES = CLASS_NAMES + list(EXTRA_NAMES)
+EXTRA_COLOURS = ((0, 190, 255), (150, 60, 220), (255, 140, 0), (255, 240, 120))
+HEAD_THRESHOLD = 0.05  # head mask: T1 above 5% of its 99.5th percentile, closed, holes filled
+HEAD_CLOSING_ITERS = 3
+RIM_MM = 3.0  # dark extra-cerebral voxels this close to the brain mask: CSF / meninges rim
+
 
 def left_id(structure: str) -> int:
     return 1 + STRUCTURES.index(structure)
@@ -114,11 +130,13 @@ VENTRICLE_MIN_ABS_X_MM = 1.5
 VENTRICLE_MIN_CENTRE_ABS_X_MM = 8.0
 
 
-def class_colours() -> np.ndarray:
+def class_colours(generation: bool = False) -> np.ndarray:
     """gan-seg's label colours (FreeSurfer's), right-hemisphere classes 25 % darker so that a left/right
-    swap shows in the QC pictures."""
+    swap shows in the QC pictures; ``generation`` adds the extra-cerebral classes."""
     lut = label_colors(CLASS_NAMES).astype(np.float64)
     lut[1 + N_SIDE:1 + 2 * N_SIDE] *= 0.75
+    if generation:
+        lut = np.concatenate([lut, np.array(EXTRA_COLOURS, np.float64)])
     return lut
 
 
@@ -235,6 +253,57 @@ def tissue_from_probabilities(gm: np.ndarray, wm: np.ndarray, brain: np.ndarray)
     tissue = np.zeros(gm.shape, np.uint8)
     tissue[brain] = (np.argmax(stack, axis=0)[brain] + 1).astype(np.uint8)
     return tissue
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Extra-cerebral generation classes
+# ---------------------------------------------------------------------------------------------------------
+def fill_holes_everywhere(mask: np.ndarray) -> np.ndarray:
+    """Holes filled in 3D and then slice by slice along each axis (the field of view cuts the neck open,
+    so the skull's dark inside is not a closed 3D hole)."""
+    mask = ndimage.binary_fill_holes(mask)
+    for axis in (2, 1, 0):
+        planes = [ndimage.binary_fill_holes(plane) for plane in np.moveaxis(mask, axis, 0)]
+        mask = np.moveaxis(np.stack(planes), 0, axis)
+    return mask
+
+
+def head_mask(t1: np.ndarray) -> np.ndarray:
+    """The head: T1 above HEAD_THRESHOLD x its 99.5th percentile, closed, filled, largest component."""
+    t1 = t1.astype(np.float64)
+    mask = t1 > HEAD_THRESHOLD * np.percentile(t1, 99.5)
+    mask = ndimage.binary_closing(mask, iterations=HEAD_CLOSING_ITERS, border_value=0)
+    return largest_component(fill_holes_everywhere(mask))
+
+
+def extra_cerebral_classes(
+    t1: np.ndarray, head: np.ndarray, brain: np.ndarray, zooms
+) -> tuple[np.ndarray, dict]:
+    """Generation classes of the head outside the brain: a 3-class tied-variance Gaussian mixture on the
+    T1 (smoothed, sigma 0.7 mm) splits it into dark / intermediate / bright tissue; dark voxels within
+    RIM_MM of the brain become the rim class (CSF, meninges, inner table), the other dark ones skull-dark
+    (bone, air cavities, vitreous). Returns (uint8 labels 0 or 23..26, info)."""
+    extra = head & ~brain
+    smooth = ndimage.gaussian_filter(t1.astype(np.float64), 0.7 / np.asarray(zooms))
+    values = np.rint(smooth[extra]).astype(np.int64)
+    w, mu, var = gmm_1d(values, k=3)
+    low, high = gmm_thresholds(w, mu, var)
+    near = ndimage.distance_transform_edt(~brain, sampling=zooms) <= RIM_MM
+    out = np.zeros(t1.shape, np.uint8)
+    dark = extra & (smooth < low)
+    out[dark & near] = EXTRA_CSF
+    out[dark & ~near] = EXTRA_DARK
+    out[extra & (smooth >= low) & (smooth < high)] = EXTRA_SOFT
+    out[extra & (smooth >= high)] = EXTRA_BRIGHT
+    info = {"head_minus_brain_gmm_means": [round(float(m), 1) for m in mu],
+            "head_minus_brain_gmm_sd": round(float(np.sqrt(var[0])), 1),
+            "head_minus_brain_thresholds": [round(low, 1), round(high, 1)]}
+    return out, info
+
+
+def generation_labels(labels: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """The labels with the extra-cerebral classes where the labels are background."""
+    return np.where(labels > 0, labels, extra).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -386,12 +455,18 @@ def prepare_ch2(log) -> dict:
         f"weights {info['gmm_weights']}, thresholds {info['thresholds']}"
     )
     aal = np.asanyarray(aal_img.dataobj).astype(np.int32)  # 3. native alignment
+    head_voxels = head_mask(t1)
+    extra, extra_info = extra_cerebral_classes(t1, head_voxels, brain, head.header.get_zooms()[:3])
+    log(f"  ch2 head: {int(head_voxels.sum())} voxels, extra-cerebral GMM {extra_info}")
     return {
         "image": head,
         "tissue": tissue,
         "aal": aal,
         "brain_t1": np.where(brain, t1, 0),
-        "info": {"tissue": "3-class tied-variance Gaussian mixture on ch2 brain intensities", **info},
+        "extra": extra,
+        "info": {"tissue": "3-class tied-variance Gaussian mixture on ch2 brain intensities", **info,
+                 "extra_cerebral": "head mask minus brain mask, 3-class GMM on the smoothed T1 "
+                 f"(dark within {RIM_MM:g} mm of the brain = rim)", **extra_info},
     }
 
 
@@ -426,18 +501,45 @@ def prepare_mni(ch2: dict, log) -> dict:
         a, b = warped_tissue == code, tissue == code
         dice[name] = round(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)), 3)
     log(f"  tissue Dice, warped ch2 vs MNI152: {dice}")
+    extra, head_t1 = borrow_head(ch2, mapping, brain, t1, tissue)
     return {
         "image": t1_img,
         "tissue": tissue,
         "aal": aal,
+        "extra": extra,
+        "head_t1": head_t1,
         "info": {
             "tissue": "argmax of MNI152 GM, WM and 1 - GM - WM probability maps",
             "registration": f"dipy ch2bet -> MNI152 T1: centre of mass, affine (dense MI, "
             f"{'/'.join(map(str, AFFINE_ITERS))} iterations), SyN (CC radius 4, "
             f"{'/'.join(map(str, SYN_ITERS))} iterations); AAL nearest neighbour",
             "tissue_dice_after_registration": dice,
+            "extra_cerebral": "Colin27's extra-cerebral classes warped by the same registration (nearest), "
+            "kept outside the MNI152 brain mask; head voxels left without a class take the nearest one",
         },
     }
+
+
+def borrow_head(ch2: dict, mapping, brain: np.ndarray, t1: np.ndarray, tissue: np.ndarray):
+    """Colin27's head on the MNI152 grid through the ch2 -> MNI152 registration: (extra-cerebral classes
+    outside the MNI152 brain, uint8; the MNI152 T1 with ch2's warped head intensities outside its brain,
+    scaled by the ratio of the white-matter medians, same dtype as the T1)."""
+    extra = np.rint(mapping.transform(ch2["extra"].astype(np.float64), interpolation="nearest"))
+    extra = extra.astype(np.uint8)
+    head = np.rint(mapping.transform((ch2["extra"] > 0).astype(np.float64) + (ch2["tissue"] != BG),
+                                     interpolation="nearest")) > 0
+    head &= ~brain
+    extra[brain] = 0
+    gap = head & (extra == 0)  # outside the MNI152 brain but inside ch2's warped brain
+    if gap.any() and extra.any():
+        _, index = ndimage.distance_transform_edt(extra == 0, return_indices=True)
+        extra[gap] = extra[tuple(i[gap] for i in index)]
+    extra[~head] = 0
+    ch2_t1 = np.asanyarray(ch2["image"].dataobj).astype(np.float64)
+    scale = np.median(t1[tissue == WM]) / np.median(ch2_t1[ch2["tissue"] == WM])
+    warped = mapping.transform(ch2_t1, interpolation="linear") * scale
+    pasted = np.where(brain, t1, np.where(head, warped, 0.0))
+    return extra, np.clip(np.rint(pasted), 0, 255)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -472,6 +574,22 @@ def check_labels(name: str, labels: np.ndarray, affine: np.ndarray, log) -> list
     return problems
 
 
+def check_generation(name: str, generation: np.ndarray, labels: np.ndarray, log) -> list[str]:
+    """Generation labels map back to the labels (v < N_CLASSES -> v, else 0) and every extra class is
+    present."""
+    problems = []
+    mapped = np.where(generation < N_CLASSES, generation, 0)
+    if not np.array_equal(mapped, labels):
+        wrong = int((mapped != labels).sum())
+        problems.append(f"generation labels disagree with the labels on {wrong} voxels")
+    counts = np.bincount(generation.ravel(), minlength=len(GENERATION_NAMES))
+    problems += [f"generation class {c} {EXTRA_NAMES[c - N_CLASSES]} is empty"
+                 for c in range(N_CLASSES, len(GENERATION_NAMES)) if counts[c] == 0]
+    for p in problems:
+        log(f"  WARNING {name}: {p}")
+    return problems
+
+
 def _slice(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
     """A 2D display slice (rows top->bottom, columns left->right) from a RAS volume.
 
@@ -492,10 +610,13 @@ QC_VIEWS = (  # (title, axis, world mm); first row: T1, second row: the same wit
 )
 
 
-def render_qc(name: str, t1: np.ndarray, labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Orthogonal slices: T1, T1 + labels (same slices), T1 + labels (three more slices), and a legend."""
+def render_qc(name: str, t1: np.ndarray, labels: np.ndarray, affine: np.ndarray, path: Path,
+              generation: bool = False) -> None:
+    """Orthogonal slices: T1, T1 + labels (same slices), T1 + labels (three more slices), and a legend;
+    ``generation``: the labels are generation labels (extra-cerebral classes included)."""
     inv = np.linalg.inv(affine)
-    lut = class_colours()
+    lut = class_colours(generation)
+    names = GENERATION_NAMES if generation else CLASS_NAMES
     t1f = t1.astype(np.float64)
     hi = np.percentile(t1f[labels > 0], 99.5) if (labels > 0).any() else max(float(t1f.max()), 1.0)
     scale, pad = 2, 6
@@ -529,7 +650,7 @@ def render_qc(name: str, t1: np.ndarray, labels: np.ndarray, affine: np.ndarray,
         [panel(a, mm, True, t) for t, a, mm in QC_VIEWS[:3]],
         [panel(a, mm, True, t) for t, a, mm in QC_VIEWS[3:]],
     ]
-    per_col = (N_CLASSES + 2) // 3
+    per_col = (len(names) + 1) // 3
     legend_h = 14 * per_col + 12
     width = 3 * pw + 2 * pad
     height = 20 + 3 * ph + 2 * pad + legend_h
@@ -538,14 +659,15 @@ def render_qc(name: str, t1: np.ndarray, labels: np.ndarray, affine: np.ndarray,
         for c, im in enumerate(row):
             canvas.paste(im, (c * (pw + pad), 20 + r * (ph + pad)))
     dr = ImageDraw.Draw(canvas)
-    title = f"{name}: T1; T1 + labels (right-hemisphere colours 25% darker); slices at world RAS mm"
+    kind = "generation labels" if generation else "labels"
+    title = f"{name}: T1; T1 + {kind} (right-hemisphere colours 25% darker); slices at world RAS mm"
     dr.text((4, 4), title, fill=(255,) * 3)
     y0 = 20 + 3 * ph + 2 * pad + 8
-    for c in range(1, N_CLASSES):
+    for c in range(1, len(names)):
         col, row = divmod(c - 1, per_col)
         xx, yy = 8 + col * (width // 3), y0 + row * 14
         dr.rectangle([xx, yy, xx + 10, yy + 10], fill=tuple(int(v) for v in lut[c]))
-        dr.text((xx + 16, yy), f"{c} {CLASS_NAMES[c]}", fill=(255,) * 3)
+        dr.text((xx + 16, yy), f"{c} {names[c]}", fill=(255,) * 3)
     canvas.save(str(path), optimize=False)
 
 
@@ -559,6 +681,29 @@ Layout: `images/NAME.nii.gz` (T1 on the subject's own grid and affine), `labels/
 0..22, same grid and affine), `classes.json` (id -> FreeSurfer-style name), `qc_NAME.png` (orthogonal
 slices: T1 and colour overlay; right-hemisphere colours drawn 25 % darker). Class `i` (1-10) and `i + 10`
 are a left/right pair; "Left" means x < 0 in world (RAS) coordinates.
+
+For synthetic training and robustness tests:
+- `generation/NAME.nii.gz` (uint8, same grid): the generation labels `gan-seg train --synth-share`
+  draws images from: the labels, with the background inside the head split into extra-cerebral classes
+  that exist only for synthesis (`generation_classes.json`; a value v < 23 is target class v, v >= 23 is
+  target 0, air outside the head stays 0). `qc_generation_NAME.png` shows them.
+{extra_table}
+- `masks/NAME.nii.gz` (uint8): the brain mask (labels > 0).
+- `heads/mni152.nii.gz` (present with the mni152 subject): a "skull present" copy of the skull-stripped
+  MNI152 T1: inside its brain mask the MNI152 T1, outside Colin27's head intensities warped by the
+  registration of step 3 (scaled by the ratio of the white-matter medians); on the MNI152 grid.
+
+## Extra-cerebral generation classes (recipe)
+- ch2: head mask = T1 > {head_threshold:g} x its 99.5th percentile, closed ({closing} iterations), holes
+  filled in 3D and slice by slice, largest component. Head minus brain mask -> a 3-class tied-variance
+  Gaussian mixture on the T1 smoothed with sigma 0.7 mm (the EM of step 2): dark / intermediate / bright.
+  Dark voxels within {rim:g} mm of the brain mask -> 23 (rim: CSF, meninges, inner table), other dark ->
+  24 (bone, air cavities, vitreous), intermediate -> 25 (muscle, skin, glands), bright -> 26 (fat,
+  marrow, orbital fat). The names are approximations: the classes are intensity clusters.
+- mni152 (skull-stripped): ch2's classes and head mask warped by the ch2 -> MNI152 registration
+  (nearest neighbour; SyN's field outside the brain is its smooth extension), kept outside the MNI152
+  brain mask; head voxels left without a class (ch2's warped brain outside the MNI152 brain) take the
+  nearest class.
 
 ## Sources
 - `ch2`: Colin27 (Holmes et al. 1998), Debian package `mricron-data`, `/usr/share/mricron/templates/`.
@@ -627,6 +772,11 @@ are a left/right pair; "Left" means x < 0 in world (RAS) coordinates.
 
 
 def write_readme(out: Path, results: dict, command: str, skipped: list[str]) -> None:
+    extra_rows = ["", "  | id | generation class | " + " | ".join(results) + " |",
+                  "  |---:|---|" + "---:|" * len(results)]
+    for c, name in enumerate(EXTRA_NAMES, start=N_CLASSES):
+        cells = " | ".join(str(int(r["generation_counts"][c])) for r in results.values())
+        extra_rows.append(f"  | {c} | {name} | {cells} |")
     sections = []
     for name, r in results.items():
         lines = [f"## Subject `{name}`", ""]
@@ -651,6 +801,10 @@ def write_readme(out: Path, results: dict, command: str, skipped: list[str]) -> 
         reach=CEREBELLUM_REACH_MM,
         stem_reach=STEM_BOX_CEREBELLUM_REACH_MM,
         vent_x=VENTRICLE_MIN_CENTRE_ABS_X_MM,
+        extra_table="\n".join(extra_rows) + "\n",
+        head_threshold=HEAD_THRESHOLD,
+        closing=HEAD_CLOSING_ITERS,
+        rim=RIM_MM,
         subject_sections="\n".join(sections),
         table="\n".join(table),
     )
@@ -678,8 +832,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     out = args.out_dir
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
+    for folder in ("images", "labels", "generation", "masks"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     log("ch2: brain mask and tissue classes")
     ch2 = prepare_ch2(log)  # always needed: it is also the registration source for mni152
@@ -696,14 +850,27 @@ def main(argv: list[str] | None = None) -> int:
         labels = build_labels(s["tissue"], s["aal"], img.affine)
         save_like(np.asanyarray(img.dataobj), img, out / "images" / f"{name}.nii.gz", img.get_data_dtype())
         save_like(labels, img, out / "labels" / f"{name}.nii.gz", np.uint8)
+        generation = generation_labels(labels, s["extra"])
+        save_like(generation, img, out / "generation" / f"{name}.nii.gz", np.uint8)
+        save_like((labels > 0).astype(np.uint8), img, out / "masks" / f"{name}.nii.gz", np.uint8)
+        if "head_t1" in s:
+            (out / "heads").mkdir(exist_ok=True)
+            save_like(s["head_t1"], img, out / "heads" / f"{name}.nii.gz", img.get_data_dtype())
         problems = check_labels(name, labels, img.affine, log)
+        problems += check_generation(name, generation, labels, log)
         counts, _ = class_stats(labels, img.affine)
         render_qc(name, np.asanyarray(img.dataobj), labels, img.affine, out / f"qc_{name}.png")
-        results[name] = {"counts": counts, "problems": problems, "info": s["info"]}
+        render_qc(name, s.get("head_t1", np.asanyarray(img.dataobj)), generation, img.affine,
+                  out / f"qc_generation_{name}.png", generation=True)
+        generation_counts = np.bincount(generation.ravel(), minlength=len(GENERATION_NAMES))
+        results[name] = {"counts": counts, "problems": problems, "info": s["info"],
+                         "generation_counts": generation_counts}
         log(f"{name}: written")
 
     classes = {str(i): n for i, n in enumerate(CLASS_NAMES)}
     (out / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+    generation_classes = {str(i): n for i, n in enumerate(GENERATION_NAMES)}
+    (out / "generation_classes.json").write_text(json.dumps(generation_classes, indent=2) + "\n")
     arg_text = " ".join(argv if argv is not None else sys.argv[1:])
     write_readme(out, results, f"python scripts/make_brain_dataset.py {arg_text}", skipped)
 

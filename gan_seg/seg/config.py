@@ -46,6 +46,11 @@ class SegConfig(RunOptions):
     init: str | None = option(None, "Fine-tune: start from this segmentation model (run directory or "
                               "preset); a different label set gets a new classifier head.")
     keep_checkpoints: int = option(2, "Checkpoints kept.")
+    synth_share: float = option(0.0, "Share of training volumes synthesised from the label maps (random "
+                                "contrast, shape, resolution, artefacts; the rest: real volumes, 3D-"
+                                "augmented). 0 = real slices with 2D augmentation.")
+    synth_slices: int = option(16, "Slices cut from each generated volume (it feeds one batch row for "
+                               "that many steps).")
 
     def checked(self):
         """This config with its views parsed, after checking every option; one InputError lists all
@@ -61,7 +66,8 @@ class SegConfig(RunOptions):
             views = parse_views(self.views)
         except InputError as err:
             problems.append(str(err))
-        problems += self.count_problems(["filters", "kernel_size", "epochs", "batch_size", "lr_step_epochs"])
+        problems += self.count_problems(["filters", "kernel_size", "epochs", "batch_size", "lr_step_epochs",
+                                         "synth_slices"])
         if self.se not in SE_MODES:
             problems.append(f"se {self.se!r} is not one of none, {', '.join(SE_MODES[1:])}")
         if self.se_combine not in SE_COMBINES:
@@ -71,12 +77,17 @@ class SegConfig(RunOptions):
             "lr_gamma": 0 < self.lr_gamma <= 1, "val_fraction": 0 <= self.val_fraction < 1,
             "dropout": 0 <= self.dropout < 1, "background_max": 0 < self.background_max <= 1,
             "class_weight_cap": self.class_weight_cap > 0, "voxel_size": 0.1 <= self.voxel_size <= 10,
+            "synth_share": _is_number(self.synth_share) and 0 <= self.synth_share <= 1,
         }
         problems += [f"{name.replace('_', '-')} {getattr(self, name)!r} is out of range"
                      for name, ok in checks.items() if not ok]
         if problems:
             raise InputError("; ".join(problems))
         return dataclasses.replace(self, views=views)
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
 def parse_shard(text):

@@ -11,6 +11,19 @@ training slices, capped at ``class_weight_cap``) + ``omega0`` on label boundarie
 class weight (the paper's 2 f_median / f_min when uncapped). Adam with decoupled weight decay, learning
 rate x ``lr_gamma`` every ``lr_step_epochs`` epochs.
 
+Synthetic training data (``synth_share > 0``, :mod:`gan_seg.seg.synth`): the training slices come from
+3D volumes generated on the fly from the training subjects' generation labels (``generation/NAME`` in
+the data set, else the target labels), a share ``synth_share`` of them synthetic and the rest the real
+images with 3D augmentation; every volume feeds one row of the global batch for ``synth_slices``
+consecutive steps (its non-background slices drawn at random without replacement, one per step). Volume
+``k`` = step block ``step // synth_slices`` x global batch + row, drawn from a generator seeded by
+``(seed, view, k)``, so every input pipeline generates exactly the volumes of its own rows and a resumed
+run repeats the uninterrupted one. An epoch keeps the length of the real-data epoch; validation stays on
+the real held-out slices. With fewer than 3 volumes (held-out slice blocks) the generator draws from
+whole label maps, so the held-out slices' anatomy is in the training data (warped and recontrasted):
+hold out a subject to measure generalisation. ``synth_share == 0`` runs the real-slice path below
+unchanged and reads no generation labels.
+
 Engine: the same loop as the GAN trainer (``strategy.run`` over a distributed dataset, stateless per-step
 randomness, atomic checkpoints, exact resume, TensorBoard events in ``RUN/logs/VIEW``). After every epoch
 the held-out slices are segmented and the per-structure Dice is appended to ``VIEW/validation.csv``; the
@@ -50,27 +63,77 @@ from gan_seg.seg.evaluation import dice_scores
 from gan_seg.seg.losses import combined_loss, median_frequency_weights, weight_map
 from gan_seg.seg.models import ARCHITECTURES
 from gan_seg.seg.preprocessing import conform, conform_labels
+from gan_seg.seg.synth import (
+    SliceStream,
+    Source,
+    Synthesizer,
+    foreground_centre,
+    generation_problems,
+    synthesis_source,
+)
 from gan_seg.seg.views import VIEWS, lr_merge, to_slices
-from gan_seg.seg.volumes import check_labels, list_dataset, load_volume
+from gan_seg.seg.volumes import check_labels, list_dataset, load_volume, volume_name
 
 _ORDER_SALT, _AUGMENT_SALT = 11, 12
 VALIDATION_BATCH = 16
+GENERATION_DIR = "generation"  # DATA/generation/NAME.nii.gz: the labels synthesis draws from (optional)
+SYNTH_PARALLEL = 2  # volumes generated at once (each in flight peaks at ~170 MiB at 1 mm, measured)
 
 
 # -- data --------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """The conformed volumes ``[(name, image, labels)]``, the class names and the ``--init`` model folder."""
+    """The conformed volumes ``[(name, image, labels)]``, the class names, the ``--init`` model folder and,
+    for synthetic training, each volume's :class:`~gan_seg.seg.synth.Source` by name."""
 
     volumes: list
     class_names: list
     init: Path | None = None
+    sources: dict | None = None
 
 
 def load_training_volumes(config):
     """Conform every image of the data set and its labels; returns ``([(name, image, labels)], names)``."""
+    volumes, class_names, _ = _load_volumes(config, with_sources=False)
+    return volumes, class_names
+
+
+def generation_files(data, names):
+    """``{name: path}`` of the generation labels of a data set (``generation/NAME`` beside ``images/``;
+    the CSV's folder for a CSV data set), or None without that folder; InputError when it lacks some."""
+    root = Path(data) if Path(data).is_dir() else Path(data).parent
+    folder = root / GENERATION_DIR
+    if not folder.is_dir():
+        return None
+    found = {volume_name(f): f for f in sorted(folder.iterdir()) if not f.name.startswith(".")}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise InputError(f"{folder}: no generation labels for {', '.join(missing)} (expected "
+                         f"{GENERATION_DIR}/NAME.nii.gz for every image, or no {GENERATION_DIR}/ folder)")
+    return {name: found[name] for name in names}
+
+
+def _generation_source(path, conformed, label_img, num_classes, name):
+    """The synthesis source of one volume from its generation labels (checked against its labels)."""
+    try:
+        gen_img = nib.load(path)
+        generation = np.asarray(gen_img.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for broken files
+        raise InputError(f"{path}: unreadable ({err})") from None
+    labels = np.asarray(label_img.dataobj).reshape(label_img.shape[:3])
+    problems = generation_problems(generation, labels, num_classes)
+    if not problems and not np.allclose(gen_img.affine, label_img.affine, atol=1e-3):
+        problems.append("its affine differs from the labels'")
+    if problems:
+        raise InputError(f"{GENERATION_DIR}/{path.name} ({name}): " + "; ".join(problems))
+    return synthesis_source(conformed.data, conformed.affine, generation, gen_img.affine)
+
+
+def _load_volumes(config, with_sources):
+    """``(volumes, class_names, sources)``; sources (by name) only ``with_sources`` (else None)."""
     pairs, class_names = list_dataset(config.data, config.classes)
-    volumes, problems = [], []
+    generation = generation_files(config.data, [p[2] for p in pairs]) if with_sources else None
+    volumes, problems, sources = [], [], {}
     for image_path, label_path, name in pairs:
         try:
             img = load_volume(image_path)
@@ -78,6 +141,11 @@ def load_training_volumes(config):
             check_labels(np.asarray(label_img.dataobj), len(class_names), name, img.shape[:3])
             conformed = conform(img, config.voxel_size)
             labels = conform_labels(label_img, conformed).astype(np.uint8)
+            if generation:
+                sources[name] = _generation_source(generation[name], conformed, label_img, len(class_names),
+                                                   name)
+            elif with_sources:
+                sources[name] = Source(labels, conformed.data, foreground_centre(labels))
         except InputError as err:
             problems.append(str(err))
             continue
@@ -87,7 +155,7 @@ def load_training_volumes(config):
         volumes.append((name, conformed.data, labels))
     if problems:
         raise InputError("; ".join(problems))
-    return volumes, class_names
+    return volumes, class_names, sources if with_sources else None
 
 
 def split_volumes(volumes, val_fraction, seed):
@@ -141,10 +209,14 @@ def view_size(volumes, view):
 
 # -- the trainer ---------------------------------------------------------------------------------------
 class ViewTrainer:
-    """One view's network, optimizer and compiled step under a tf.distribute strategy."""
+    """One view's network, optimizer and compiled step under a tf.distribute strategy.
 
-    def __init__(self, config, view, class_names, train, val, strategy, precision, steps_per_epoch):
-        self.config, self.view, self.strategy = config, view, strategy
+    ``synth``: a :class:`~gan_seg.seg.synth.SliceStream` for synthetic training (else the real slices
+    ``train`` feed the steps; they set the class weights in both cases)."""
+
+    def __init__(self, config, view, class_names, train, val, strategy, precision, steps_per_epoch,
+                 synth=None):
+        self.config, self.view, self.strategy, self.synth = config, view, strategy, synth
         self.class_names = class_names
         self.x, self.y = train
         self.val_x, self.val_y = val
@@ -185,6 +257,9 @@ class ViewTrainer:
     def dataset(self, start_step, total_steps):
         """Distributed dataset of (images, labels) for steps ``start_step+1 .. total_steps``; order and
         augmentation are stateless functions of ``(seed, view, step)``."""
+        if self.synth is not None:
+            return self.strategy.distribute_datasets_from_function(
+                synthetic_dataset_fn(self.synth, self.config.batch_size, start_step, total_steps))
         cfg, n = self.config, len(self.x)
         global_batch, per_epoch = cfg.batch_size, self.steps_per_epoch
         x, y = tf.constant(self.x), tf.constant(self.y)
@@ -221,6 +296,43 @@ class ViewTrainer:
 
     def checkpoint_groups(self):
         return {"model": self.model.variables, "optimizer": self.optimizer.variables}
+
+
+def synthetic_dataset_fn(stream, global_batch, start_step, total_steps):
+    """The ``dataset_fn`` of :meth:`ViewTrainer.dataset` for synthetic training (module docstring).
+
+    Step ``s``, row ``r`` of the global batch is slice ``s % count`` of volume
+    ``(s // count) * global_batch + r`` (``count = stream.count``), whatever the replica layout: each
+    input pipeline generates the volumes of its own rows and yields its replicas' per-replica batches in
+    order."""
+    count = stream.count
+    height, width = stream.slice_shape
+
+    def dataset_fn(context):
+        batch, local, first = replica_layout(context, global_batch)
+        rows = tf.range(first * batch, (first + local) * batch, dtype=tf.int64)
+        first_block, end_block = start_step // count, -(-total_steps // count)
+
+        def volume_ids(block):
+            return tf.data.Dataset.from_tensor_slices(block * global_batch + rows)
+
+        def generate(k):
+            images, labels = tf.numpy_function(stream, [k], [tf.float32, tf.uint8], stateful=False)
+            return (tf.ensure_shape(images, (count, height, width)),
+                    tf.ensure_shape(labels, (count, height, width)))
+
+        def steps(images, labels):  # (rows, count, H, W) -> count x local per-replica batches
+            images = tf.reshape(tf.transpose(images, [1, 0, 2, 3]), [count * local, batch, height, width])
+            labels = tf.reshape(tf.transpose(labels, [1, 0, 2, 3]), [count * local, batch, height, width])
+            return tf.data.Dataset.from_tensor_slices((images[..., None], tf.cast(labels, tf.int32)))
+
+        volumes = tf.data.Dataset.range(first_block, end_block).flat_map(volume_ids) \
+            .map(generate, num_parallel_calls=SYNTH_PARALLEL, deterministic=True)
+        return volumes.batch(local * batch).flat_map(steps) \
+            .skip((start_step - first_block * count) * local).take((total_steps - start_step) * local) \
+            .prefetch(count * local)
+
+    return dataset_fn
 
 
 def build_view_model(config, num_classes, dtype=None, synchronized_bn=False):
@@ -266,14 +378,14 @@ def _load_new(config):
     config = dataclasses.replace(config, **{field: absolute_path(getattr(config, field))
                                             for field in ("data", "classes", "init")})
     config, init = _adopt_init(config)
-    volumes, class_names = load_training_volumes(config)
-    return config, TrainingData(volumes, class_names, init)
+    volumes, class_names, sources = _load_volumes(config, with_sources=config.synth_share > 0)
+    return config, TrainingData(volumes, class_names, init, sources)
 
 
 def _load_again(config):
     """A resumed run's data (its config already holds the --init architecture)."""
-    volumes, class_names = load_training_volumes(config)
-    return config, TrainingData(volumes, class_names)
+    volumes, class_names, sources = _load_volumes(config, with_sources=config.synth_share > 0)
+    return config, TrainingData(volumes, class_names, sources=sources)
 
 
 def _describe(config, data, strategy):
@@ -285,7 +397,39 @@ def _describe(config, data, strategy):
             raise InputError(f"{view}: only {count} training slices, fewer than --batch-size "
                              f"{config.batch_size}")
     details = {"volumes": [v[0] for v in data.volumes], "init": str(data.init) if data.init else None}
+    if data.sources is not None:
+        train_names = [part[0] for part in train_parts]
+        counts = sum(np.bincount(data.sources[name].generation.ravel(), minlength=256)
+                     for name in train_names)
+        extra = [int(v) for v in np.flatnonzero(counts) if v >= len(data.class_names)]
+        details["synthesis"] = {
+            "generation_labels": generation_files(config.data, train_names) is not None,
+            "subjects": train_names, "extra_labels": extra,
+            "shape": list(synthesis_shape(data.volumes, [data.sources[name] for name in train_names]))}
     return data.class_names, details
+
+
+def synthesis_shape(volumes, sources=()):
+    """The grid synthetic volumes are generated on: on each axis the largest conformed volume or
+    synthesis source foreground (a borrowed head may be larger than its skull-stripped image's box),
+    rounded up to a multiple of 16. Without larger sources, every view's slices have the size of the
+    real training slices (:func:`view_size`)."""
+    shapes = [image.shape for _, image, _ in volumes]
+    for source in sources:
+        spans = [np.flatnonzero(source.generation.any(axis=tuple(a for a in range(3) if a != axis)))
+                 for axis in range(3)]
+        if all(span.size for span in spans):
+            shapes.append(tuple(span[-1] - span[0] + 1 for span in spans))
+    largest = np.max(shapes, axis=0)
+    return tuple(int(n) for n in -(-largest // 16) * 16)
+
+
+def _synthesizer(config, data, train_parts):
+    """The generator over the training subjects, or None for real-slice training."""
+    if config.synth_share <= 0:
+        return None
+    sources = [data.sources[part[0]] for part in train_parts]
+    return Synthesizer(sources, data.class_names, config.voxel_size, synthesis_shape(data.volumes, sources))
 
 
 def train(config, out, force=False, progress=True):
@@ -316,6 +460,7 @@ def _train_views(opened, progress, resume):
     run, record, volumes = opened.run, opened.record, opened.data.volumes
     config, init = record.config, record.details.get("init")
     train_parts, val_parts = split_volumes(volumes, config.val_fraction, config.seed)
+    synthesizer = _synthesizer(config, opened.data, train_parts)
     for view in config.views:
         view_run = RunDirectory(run.path / view, writer=run.writer)
         names, label_map = _view_classes(view, record.class_names)
@@ -327,8 +472,11 @@ def _train_views(opened, progress, resume):
         latest = view_run.latest_checkpoint() if resume else None
         if latest and latest[0] >= total:
             continue
+        synth = None if synthesizer is None else SliceStream(
+            synthesizer, view, config.synth_slices, config.synth_share, config.seed, config.background_max,
+            label_map, augment=config.augment)
         trainer = ViewTrainer(config, view, names, train, val, opened.strategy, record.precision,
-                              steps_per_epoch)
+                              steps_per_epoch, synth)
         start = 0
         if latest:
             view_run.restore_checkpoint(latest[1], trainer.checkpoint_groups())
