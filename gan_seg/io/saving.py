@@ -85,7 +85,9 @@ def load_model(path, kind=None):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt archives
-        raise InputError(f"{path} could not be loaded as a Keras model: {str(err).splitlines()[0]}") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = reason if len(reason) <= 200 else reason[:200] + "..."  # Keras may quote a whole config
+        raise InputError(f"{path} could not be loaded as a Keras model: {reason}") from None
     found = metadata.get("kind", model.name)
     if kind is not None and found != kind:
         raise InputError(f"{path} holds a {found!r} model, not a {kind!r}; pass a {kind} model")
