@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distribute_worker.py")
 SEG_WORKER = Path(__file__).with_name("distribute_seg_worker.py")
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+# One step of 2 replicas vs 1: RMSprop's first step (g / sqrt(0.1 g^2 + eps)) magnifies float32 rounding of
+# gradients near its epsilon; measured on an AMD EPYC: at most 2.4e-6 on the synchronised-BatchNorm DCGAN,
+# while the unsynchronised control differs by up to 2e-4 in 22 of 66 arrays (and still must fail).
+REPLICA_TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 
 def _env(tf_config=None, keras_home=None):
@@ -100,7 +104,7 @@ def _assert_same_state(out, case):
     assert keys and all(f"mirrored/{k}" in arrays for k in keys)
     for key in keys:
         np.testing.assert_allclose(arrays[f"mirrored/{key}"], arrays[f"single/{key}"], err_msg=key,
-                                   **TOLERANCE)
+                                   **REPLICA_TOLERANCE)
     moved = [k for k in keys if not np.array_equal(arrays[f"single/{k}"], arrays[f"start/{k}"])]
     return keys, moved
 
@@ -117,7 +121,8 @@ def test_two_replicas_equal_one_replica_without_batchnorm(mirrored):
     case = results["cases"]["no_bn"]
     assert case["replicas"] == 2 and not case["has_bn"]
     keys, moved = _assert_same_state(out, "no_bn")
-    assert {k.split("/")[0] for k in moved} == {"generator", "discriminator", "g_optimizer", "d_optimizer"}
+    assert {k.split("/")[0] for k in moved} == {"generator", "ema_generator", "discriminator", "g_optimizer",
+                                                "d_optimizer"}  # the default recipe averages G
     _assert_same_metrics(case["metrics"])
     assert case["replica_spread"] == 0.0
 
