@@ -12,6 +12,7 @@ from gan_seg import __version__
 COMMANDS = {
     "train": ("gan_seg_cli.train", "Train a model (DCGAN, CGAN, QuickNAT) or resume a run."),
     "sample": ("gan_seg_cli.sample", "Draw images from a trained generator."),
+    "evaluate": ("gan_seg_cli.evaluate", "Measure a generator's quality with the Fashion-MNIST classifier."),
     "segment": ("gan_seg_cli.segment", "Label a T1 brain scan (or a cohort) with QuickNAT."),
     "models": ("gan_seg_cli.models", "List the pretrained models shipped in weights/."),
 }

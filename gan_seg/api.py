@@ -13,6 +13,7 @@ from gan_seg.engine.options import check_seed, flag_of
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError
 from gan_seg.gan import config as gan_config
+from gan_seg.io.files import check_output_file, write_json
 from gan_seg.io.pictures import plan_sample_output, write_samples
 from gan_seg.io.presets import list_presets, resolve_model_file, resolve_run_dir
 from gan_seg.seg import config as seg_config
@@ -121,6 +122,28 @@ def sample(model=gan_config.DEFAULT_PRESET, n=64, seed=0, out="samples.png", lab
     return Path(path), labels
 
 
+def evaluate(model=gan_config.DEFAULT_PRESET, n=10000, seed=0, json_out=None, cas=True, force=False,
+             progress=True):
+    """Judge a generator (preset, run directory or ``.keras`` file) with the shipped Fashion-MNIST classifier
+    (:func:`gan_seg.gan.evaluation.evaluate`: Frechet distance and its floor, class histogram, conditional
+    accuracy, CAS); the numbers also go to ``json_out`` when given. Returns the result dict."""
+    from gan_seg.gan.evaluation import check_count  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.gan.evaluation import evaluate as judge  # noqa: PLC0415 - idem
+    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
+
+    check_seed(seed)
+    check_count(n)
+    json_path = check_output_file(json_out, force=force) if json_out is not None else None
+    model_file = resolve_model_file(model, gan_config.GENERATOR_FILE)
+    generator, metadata = load_model(model_file, gan_config.GENERATOR)
+    result = {"model": str(model), "model_file": str(model_file)}
+    result.update(judge(generator, n=n, seed=seed, class_names=metadata.get("class_names"), cas=cas,
+                        progress=progress, what=str(model_file)))
+    if json_path is not None:
+        write_json(json_path, result)
+    return result
+
+
 def _check_segment_options(mc_samples, seed):
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
         raise InputError(f"--mc-samples {mc_samples}: use 0 (off) or N >= 2")
@@ -129,41 +152,56 @@ def _check_segment_options(mc_samples, seed):
 
 def is_cohort(source):
     """True when ``source`` names a cohort (a folder, or a .txt/.csv list of scans), not one scan."""
+    if source is None:
+        return False
     source = Path(source)
     return source.is_dir() or source.suffix.lower() in (".txt", ".csv")
 
 
 def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, volumes=None,
                  qc=None, posteriors=None, mc_samples=0, uncertainty=None, batch_size=16, seed=0, force=False,
-                 progress=True):
-    """Segment one scan into the label file ``out`` (and the optional outputs); returns the volume rows."""
-    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - Keras loads when a command runs
-    from gan_seg.seg.scans import ScanOutputs, check_outputs  # noqa: PLC0415 - so do nibabel and scipy
+                 progress=True, mask=None, brain=None, precision="auto", threads=None, example=False,
+                 report=None):
+    """Segment one scan (``source``, or the shipped example brain with ``example``) into the label file
+    ``out`` and the optional outputs; returns the volume rows. ``threads`` (None: all cores) must be given
+    before the backend has started; ``report(line)`` receives the low-QC-score warning."""
+    from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
+    from gan_seg.seg.scans import ScanOutputs, check_outputs, example_scan  # noqa: PLC0415 - nibabel, scipy
     from gan_seg.seg.scans import segment_scan as run  # noqa: PLC0415 - idem
 
     _check_segment_options(mc_samples, seed)
     weights = parse_view_weights(view_weights)
-    source = Path(source)
+    if example and source is not None:
+        raise InputError("give INPUT or --example, not both")
+    if not example and source is None:
+        raise InputError("give an INPUT scan (or --example for the shipped example brain)")
+    source = example_scan() if example else Path(source)
     if not source.is_file():
         raise InputError(f"input {source} does not exist")
     outputs = ScanOutputs(Path(out), volumes and Path(volumes), qc and Path(qc),
-                          posteriors and Path(posteriors), uncertainty and Path(uncertainty))
-    check_outputs(outputs, mc_samples, force)
-    segmenter = Segmenter(resolve_run_dir(model), views, weights)
-    return run(segmenter, source, outputs, batch_size, mc_samples, seed, progress)
+                          posteriors and Path(posteriors), uncertainty and Path(uncertainty),
+                          mask and Path(mask), brain and Path(brain))
+    check_outputs(outputs, mc_samples, force, source)
+    limit_threads(threads)
+    segmenter = Segmenter(resolve_run_dir(model), views, weights, precision)
+    return run(segmenter, source, outputs, batch_size, mc_samples, seed, progress, report)
 
 
 def segment_cohort(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, mc_samples=0,
-                   batch_size=16, seed=0, shard=None, force=False, report=None):
+                   batch_size=16, seed=0, shard=None, force=False, report=None, precision="auto",
+                   threads=None):
     """Segment every scan of a cohort (folder or list) into the folder ``out``; returns
     ``(done, skipped, failed)`` scan names."""
-    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads when a command runs
+    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
     from gan_seg.seg.scans import segment_cohort as run  # noqa: PLC0415 - so do nibabel and scipy
 
     _check_segment_options(mc_samples, seed)
     weights = parse_view_weights(view_weights)
     shard = seg_config.parse_shard(shard)
-    segmenter = Segmenter(resolve_run_dir(model), views, weights)
+    limit_threads(threads)
+    segmenter = Segmenter(resolve_run_dir(model), views, weights, precision)
     return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report)
 
 

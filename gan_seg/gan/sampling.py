@@ -29,8 +29,9 @@ def interpolation_latents(rows, cols, latent_dim, seed):
     return walks.reshape(rows * cols, latent_dim)
 
 
-def generate(generator, z, labels=None, batch_size=256):
-    """Images (N, H, W, C) float32 in [0, 1] for latent ``z`` (and integer ``labels`` for a CGAN)."""
+def generate(generator, z, labels=None, batch_size=256, progress=None):
+    """Images (N, H, W, C) float32 in [0, 1] for latent ``z`` (and integer ``labels`` for a CGAN);
+    ``progress(count)`` is called after each batch."""
     num_classes = num_classes_of(generator)
     if (num_classes is None) != (labels is None):
         raise InputError("labels are needed for a conditional generator and only for one")
@@ -41,15 +42,18 @@ def generate(generator, z, labels=None, batch_size=256):
             one_hot = np.eye(num_classes, dtype=np.float32)[labels[start:start + batch_size]]
             batch = [batch, one_hot]
         out.append(keras.ops.convert_to_numpy(generator(batch, training=False)).astype(np.float32))
+        if progress:
+            progress(len(out[-1]))
     return np.concatenate(out) if out else np.zeros((0, *generator.outputs[0].shape[1:]), np.float32)
 
 
-def sample(generator, n, seed=0, label=None, interpolate=False, walk_length=10):
+def sample(generator, n, seed=0, label=None, interpolate=False, walk_length=10, progress=None):
     """Draw ``n`` images; returns ``(images, labels, rows)`` with labels -1 for an unconditional model.
 
     A CGAN without ``label`` draws the classes in equal blocks (one class per grid row when
     n = rows x cols). ``interpolate`` makes walks of ``walk_length`` images between random points
     (one walk per grid row; a CGAN walk keeps one class, cycling through the classes row by row).
+    ``progress(count)`` is called after each batch of images.
     """
     if not isinstance(n, int) or n < 1:
         raise InputError(f"-n must be a positive number of images, got {n!r}")
@@ -72,5 +76,5 @@ def sample(generator, n, seed=0, label=None, interpolate=False, walk_length=10):
             rows = num_classes
     if label is not None:
         labels = np.full(n, label, np.int32)
-    images = generate(generator, z, labels)
+    images = generate(generator, z, labels, progress=progress)
     return images, (labels if labels is not None else np.full(n, -1, np.int32)), rows

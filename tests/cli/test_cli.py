@@ -24,8 +24,10 @@ import pytest
 from click.testing import CliRunner
 
 from gan_seg import __version__, api
+from gan_seg.gan.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR
+from gan_seg.gan.models import build_generator
 from gan_seg.io.pictures import make_grid, to_uint8
-from gan_seg.io.saving import read_metadata
+from gan_seg.io.saving import read_metadata, save_model
 from gan_seg_cli.main import COMMANDS, cli
 from gan_seg_cli.train import command as train_command
 from tests.helpers import (
@@ -50,12 +52,14 @@ def metric_steps(run):
 
 # -- --help and --version: no TensorFlow -------------------------------------------------------------
 HELP_MENTIONS = {
-    "": ["train", "sample", "segment", "models", "--version", "--verbose", "--help"],
+    "": ["train", "sample", "evaluate", "segment", "models", "--version", "--verbose", "--help"],
     "train": ["--model", "--data", "--out", "--resume", "--steps", "--batch-size", "--image-shape",
               "--latent-dim", "--precision", "--seed", "--checkpoint-every", "--strategy", "--devices",
               "--force", "--quiet", "fashion-mnist", "dcgan", "cgan", "--filters", "--lr", "--se"],
     "sample": ["--model", "-n", "--seed", "-o, --output", "--label", "--interpolate", "--force", ".png",
                ".npz", "cgan-fashion-mnist"],
+    "evaluate": ["--model", "-n", "--seed", "--json", "--no-cas", "--force", "--quiet", "cgan-fashion-mnist",
+                 "floor", "Frechet distance"],
     "segment": ["INPUT", "-o, --output", "--model", "quicknat-brain", "--views", "--view-weights", "--qc",
                 "--posteriors", "--mc-samples", "--uncertainty", "--shard", "--force"],
     "models": ["pretrained models"],
@@ -324,6 +328,32 @@ def _sample_negative_seed(cwd, run, npz):
     return ["sample", "--model", run, "--seed", "-1", "-n", "4", "-o", "a.png"], None
 
 
+@bad_input("evaluate-other-image-shape", "error", "draws 16x16x1 images; the classifier judges 28x28x1")
+def _evaluate_other_shape(cwd, run, npz):
+    return ["evaluate", "--model", run, "-n", "100", "--json", "out.json"], None
+
+
+@bad_input("evaluate-discriminator-file", "error", "holds a 'discriminator' model, not a 'generator'")
+def _evaluate_discriminator(cwd, run, npz):
+    return ["evaluate", "--model", run / "discriminator.keras", "-n", "100"], None
+
+
+@bad_input("evaluate-n-too-small", "error", "-n must be an integer in 20..60000")
+def _evaluate_n(cwd, run, npz):
+    return ["evaluate", "--model", run, "-n", "5"], None
+
+
+@bad_input("evaluate-json-exists", "error", "output out.json already exists; pass --force")
+def _evaluate_json_exists(cwd, run, npz):
+    (cwd / "out.json").write_text("{}\n")
+    return ["evaluate", "--model", run, "-n", "100", "--json", "out.json"], None
+
+
+@bad_input("evaluate-negative-seed", "error", "seed")
+def _evaluate_negative_seed(cwd, run, npz):
+    return ["evaluate", "--model", run, "--seed", "-1"], None
+
+
 @bad_input("models-corrupt-metadata", "error", "metadata.json is corrupt")
 def _corrupt_metadata(cwd, run, npz):
     (cwd / "weights" / "broken").mkdir(parents=True)
@@ -331,7 +361,8 @@ def _corrupt_metadata(cwd, run, npz):
     return ["models"], {"GAN_SEG_WEIGHTS": cwd / "weights"}
 
 
-IN_A_REAL_PROCESS = ("train-missing-data", "resume-with-another-option", "sample-output-exists")
+IN_A_REAL_PROCESS = ("train-missing-data", "resume-with-another-option", "sample-output-exists",
+                     "evaluate-other-image-shape")
 
 
 def _check_failure(case, command, code, stdout, stderr, changed):
@@ -441,6 +472,31 @@ def test_sample_force_into_directory_leaves_only_the_new_samples(tmp_path, tiny_
                "--force", cwd=tmp_path))
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
         f"{i:05d}_3.png" for i in range(4)]
+
+
+# -- gan-seg evaluate ---------------------------------------------------------------------------------
+EVALUATION_KEYS = ["fd", "fd_floor", "fd_ratio", "per_class_fd", "histogram", "min_class_share",
+                   "conditional_accuracy", "per_class_conditional_accuracy", "per_class_real_accuracy",
+                   "cas_generated", "cas_real", "seconds"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST is not installed")
+def test_evaluate_prints_the_table_and_writes_the_json(tmp_path):
+    save_model(build_generator(8, (28, 28, 1), 10), tmp_path / "g.keras",
+               {"kind": "generator", "class_names": list(FASHION_MNIST_CLASSES)})  # untrained, 28x28 grey
+    result = ok(gan_seg("evaluate", "--model", "g.keras", "-n", "100", "--seed", "3", "--json", "e.json",
+                        "--quiet", cwd=tmp_path))
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert [key for key in EVALUATION_KEYS if key not in data] == []
+    assert data["model"] == "g.keras" and data["n"] == 100 and data["seed"] == 3
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("g.keras: CGAN, 100 generated images, seed 3")
+    for text in (f"{data['fd']:.4f}", f"{data['fd_floor']:.4f}", f"{data['conditional_accuracy']:.4f}",
+                 "Ankle boot", "judged at n = 10000 only"):
+        assert text in result.stdout, text
+    assert lines[-1] == "wrote e.json" and result.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "g.keras"]
 
 
 # -- gan-seg train ------------------------------------------------------------------------------------
