@@ -1,13 +1,24 @@
 """Segmenting a conformed volume with one 2D network per view (backend-neutral: NumPy in and out).
 
-Each view's network runs over its slices in batches (empty slices skipped); its class probabilities are
-added, weighted, into ONE float32 accumulator of shape (X, Y, Z, classes) on the conformed grid (no
-per-view buffers). Sagittal networks predict merged left/right classes; each merged probability is copied
-to both sides (the other views decide the side). The label is the argmax of the weighted sum.
+Each view's network runs over its slices in batches of one shape (empty slices skipped, the last batch
+padded) through the backend's compiled predict function, so each view compiles once. Its class
+probabilities are added, weighted, into ONE float32 accumulator of shape (classes, X, Y, Z) on the
+conformed grid (class-major: each class is one contiguous volume for the mapping back to the input grid;
+no per-view buffers).
+Sagittal networks predict merged left/right classes; each merged probability is copied to both sides (the
+other views decide the side). The label is the argmax of the weighted sum.
+
+Each view's own argmax is kept (one uint8 volume per view) for the QC score (:mod:`gan_seg.seg.qc`):
+per structure, the Dice between each view's labels and the aggregated labels, averaged over the views.
+Sagittal labels are expanded to the full classes by giving each merged class the side whose aggregated
+probability is higher.
+
+``precision="mixed_bfloat16"`` rebuilds each view network with that dtype policy (float32 variables,
+bfloat16 compute, float32 softmax) and copies the weights; ``auto`` resolves as in training.
 
 MC dropout: the networks are cloned with dropout kept on at inference (BatchNorm stays in inference
-mode); ``mc_samples`` passes give the mean prediction, a per-voxel uncertainty (entropy of the mean
-probabilities / log(classes), in [0, 1]) and per-structure volumes of every pass.
+mode); ``mc_samples`` passes give the mean prediction and per-structure volumes of every pass (the QC
+score then uses the first pass's view labels).
 """
 
 from dataclasses import dataclass
@@ -17,10 +28,13 @@ import keras
 import numpy as np
 
 import gan_seg.seg.layers  # noqa: F401 - registers the custom layers the view networks use
+from gan_seg.engine.backend import resolve_precision
+from gan_seg.engine.options import PRECISIONS
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError
 from gan_seg.io.saving import load_model
 from gan_seg.seg.config import MODEL_FILE, MODELS, SEGMENTATION
+from gan_seg.seg.qc import qc_scores
 from gan_seg.seg.views import DEFAULT_VIEW_WEIGHTS, VIEWS, lr_merge, parse_views, to_slices
 
 EMPTY_SLICE = 1e-3
@@ -31,16 +45,18 @@ class Segmentation:
     """Results on the conformed grid."""
 
     labels: np.ndarray  # uint8 / int16 (X, Y, Z)
-    probabilities: np.ndarray  # float32 (X, Y, Z, K), sums to 1 per voxel
-    uncertainty: np.ndarray | None = None  # float32 (X, Y, Z) in [0, 1]
+    probabilities: np.ndarray  # float32 (K, X, Y, Z), class-major, sums to 1 per voxel
     sample_counts: np.ndarray | None = None  # int64 (samples, K): voxels per class in each MC pass
+    qc_scores: np.ndarray | None = None  # float64 (K,): per-structure view agreement, NaN = no score
 
 
 class Segmenter:
     """The per-view networks of a segmentation run directory or preset, loaded once."""
 
-    def __init__(self, model_dir, views=None, view_weights=None):
+    def __init__(self, model_dir, views=None, view_weights=None, precision="float32"):
         self.model_dir = Path(model_dir)
+        if precision not in PRECISIONS:
+            raise InputError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         record = RunDirectory(self.model_dir).read_config()
         if record.get("model") not in MODELS:
             raise InputError(f"{model_dir} is not a segmentation model ({record.get('model')!r})")
@@ -57,10 +73,11 @@ class Segmenter:
             raise InputError("view weights must be >= 0 and not all 0")
         total = sum(weights[v] for v in self.views)
         self.weights = {v: weights[v] / total for v in self.views}
+        self.precision = resolve_precision(precision)
         self.models, self.expand = {}, {}
         for view in self.views:
             model, metadata = load_model(self.model_dir / view / MODEL_FILE, SEGMENTATION)
-            self.models[view] = model
+            self.models[view] = model if self.precision == "float32" else with_policy(model, self.precision)
             self.expand[view] = self._expansion(view, metadata.get("class_names", []))
 
     def _expansion(self, view, names):
@@ -78,39 +95,85 @@ class Segmenter:
 
     def segment(self, volume, batch_size=16, mc_samples=0, seed=0, progress=None):
         """Segment ``volume`` (conformed float32 in [0, 1]); returns :class:`Segmentation`."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
         classes = len(self.class_names)
-        accumulator = np.zeros((*volume.shape, classes), np.float32)
+        accumulator = np.zeros((classes, *volume.shape), np.float32)
+        view_labels = {}
         if mc_samples <= 1:
-            self._aggregate(self.models, volume, accumulator, batch_size, progress)
-            labels = _argmax(accumulator)
-            return Segmentation(labels, _normalise(accumulator))
-        keras.utils.set_random_seed(seed)
-        mc_models = {view: _monte_carlo(model) for view, model in self.models.items()}
-        mean = np.zeros_like(accumulator)
-        counts = np.zeros((mc_samples, classes), np.int64)
-        for sample in range(mc_samples):
-            accumulator.fill(0.0)
-            self._aggregate(mc_models, volume, accumulator, batch_size, progress)
-            counts[sample] = np.bincount(_argmax(accumulator).ravel(), minlength=classes)
-            mean += _normalise(accumulator)
-        del accumulator
-        mean /= mc_samples
-        entropy = -np.sum(mean * np.log(np.clip(mean, 1e-12, 1.0)), axis=-1) / np.log(classes)
-        return Segmentation(_argmax(mean), mean, entropy.astype(np.float32), counts)
+            self._aggregate(self.models, volume, accumulator, batch_size, progress, view_labels)
+            probabilities, counts = _normalise(accumulator), None
+        else:
+            keras.utils.set_random_seed(seed)
+            mc_models = {view: _monte_carlo(model) for view, model in self.models.items()}
+            probabilities = np.zeros_like(accumulator)
+            counts = np.zeros((mc_samples, classes), np.int64)
+            for sample in range(mc_samples):
+                accumulator.fill(0.0)
+                self._aggregate(mc_models, volume, accumulator, batch_size, progress,
+                                view_labels if sample == 0 else None)
+                counts[sample] = np.bincount(_argmax(accumulator).ravel(), minlength=classes)
+                probabilities += _normalise(accumulator)
+            del accumulator
+            probabilities /= mc_samples
+        labels = _argmax(probabilities)
+        full = {view: self._full_labels(view, found, probabilities) for view, found in view_labels.items()}
+        return Segmentation(labels, probabilities, counts, qc_scores(labels, full, classes))
 
-    def _aggregate(self, models, volume, accumulator, batch_size, progress):
+    def _aggregate(self, models, volume, accumulator, batch_size, progress, view_labels=None):
+        voxels_last = np.moveaxis(accumulator, 0, -1)  # (X, Y, Z, K) view of the class-major buffer
         for view in self.views:
-            slices, target = to_slices(volume, view), to_slices(accumulator, view)
+            slices, target = to_slices(volume, view), to_slices(voxels_last, view)
+            own = None
+            if view_labels is not None:
+                view_labels[view] = np.zeros(volume.shape, np.uint8 if len(self.class_names) <= 256
+                                             else np.int16)
+                own = to_slices(view_labels[view], view)
             keep = np.flatnonzero(_non_empty(slices))
             weight, expand = self.weights[view], self.expand[view]
+            batch = np.zeros((min(batch_size, len(keep)), *slices.shape[1:], 1), np.float32)
             for start in range(0, len(keep), batch_size):
                 index = keep[start:start + batch_size]
-                probs = keras.ops.convert_to_numpy(models[view](slices[index][..., None], training=False))
+                batch[:len(index), ..., 0] = slices[index]
+                batch[len(index):] = 0.0
+                # one compiled function per view: every call has the same shape (the last batch is padded)
+                probs = np.asarray(models[view].predict_on_batch(batch), np.float32)[:len(index)]
                 target[index] += weight * probs[..., expand]
+                if own is not None:
+                    own[index] = np.argmax(probs, axis=-1)
                 if progress:
                     progress(len(index))
+
+    def _full_labels(self, view, found, probabilities):
+        """A view's own labels in the full classes: a merged sagittal class takes the side whose aggregated
+        probability is higher (ties: the lower class)."""
+        expand = self.expand[view]
+        if np.array_equal(expand, np.arange(len(expand))):
+            return found
+        full = np.zeros_like(found)
+        for merged in range(int(expand.max()) + 1):
+            sides = np.flatnonzero(expand == merged)
+            where = found == merged
+            if len(sides) == 1:
+                full[where] = sides[0]
+            elif len(sides) > 1 and where.any():
+                full[where] = sides[np.argmax(probabilities[sides][:, where], axis=0)]
+        return full
+
+
+def with_policy(model, policy):
+    """A copy of ``model`` whose layers compute under dtype policy ``policy`` (the output layer stays
+    float32), with ``model``'s weights."""
+    keep = model.layers[-1].name
+
+    def rebuild(layer):
+        if layer.name == keep:
+            return layer.__class__.from_config(layer.get_config())
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    clone = keras.models.clone_model(model, clone_function=rebuild)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _non_empty(slices):
@@ -135,14 +198,15 @@ def _monte_carlo(model):
 
 
 def _argmax(accumulator):
-    labels = np.argmax(accumulator, axis=-1)
-    return labels.astype(np.uint8 if accumulator.shape[-1] <= 256 else np.int16)
+    """Per-voxel class of maximal value over the class axis (0); ties -> the lowest class."""
+    labels = np.argmax(accumulator, axis=0)
+    return labels.astype(np.uint8 if accumulator.shape[0] <= 256 else np.int16)
 
 
 def _normalise(accumulator):
     """In place: per-voxel probabilities (sagittal copies make raw sums exceed 1); untouched voxels ->
     background. Returns ``accumulator``."""
-    total = accumulator.sum(axis=-1, keepdims=True)
+    total = accumulator.sum(axis=0, keepdims=True)
     np.divide(accumulator, total, out=accumulator, where=total > 0)
-    accumulator[..., 0] += total[..., 0] <= 0
+    accumulator[0] += total[0] <= 0
     return accumulator

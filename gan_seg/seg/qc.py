@@ -1,4 +1,11 @@
-"""Label colours, FreeSurfer colour lookup tables and QC pictures of segmentations (numpy, Pillow)."""
+"""Label colours, FreeSurfer colour lookup tables, QC pictures and QC scores of segmentations (numpy, Pillow).
+
+The QC score of a structure (:func:`qc_scores`) is the Dice between each view network's own labels and the
+aggregated labels, averaged over the views: one pass gives it, no reference labels needed. Views that
+agree on a structure give a score near 1; a damaged scan (a strong bias field, thick slices, motion) or a
+structure the model handles poorly makes the views disagree. Scores below :data:`QC_THRESHOLD` are named in
+a one-line warning (:func:`low_score_warning`). With one view there is nothing to compare: no score.
+"""
 
 import colorsys
 import math
@@ -34,6 +41,7 @@ _ALIASES = {"unknown": "background", "othercsf": "csf", "cerebellum": "cerebellu
             "cerebellumwm": "cerebellumwhitematter"}
 _VIEWS = (("Sagittal", "P", "A"), ("Coronal", "L", "R"), ("Axial", "L", "R"))
 _BACKDROP, _TEXT, _DIM = (18, 18, 18), (235, 235, 235), (150, 150, 150)
+QC_THRESHOLD = 0.6
 
 
 def _key(text):
@@ -187,3 +195,34 @@ def _compose(panels, present, counts, class_names, colours, size, title):
         draw.text((x + 17, y + 9), _fit_text(draw, name, font, col_w - 22), fill=_TEXT if colour else _DIM,
                   font=font, anchor="lm")
     return canvas
+
+
+def qc_scores(labels, view_labels, classes):
+    """Per-class QC score (float64, length ``classes``): the Dice between each view's labels (full classes,
+    one array per view in ``view_labels``) and the aggregated ``labels``, averaged over the views. NaN
+    for the background, for classes absent from ``labels`` and for all classes with fewer than 2 views."""
+    scores = np.full(classes, np.nan)
+    if len(view_labels) < 2:
+        return scores
+    flat = labels.ravel().astype(np.int64)
+    present = np.bincount(flat, minlength=classes) > 0
+    total = np.zeros(classes)
+    for found in view_labels.values():
+        joint = np.bincount(flat * classes + found.ravel(), minlength=classes * classes)
+        joint = joint.reshape(classes, classes)
+        sizes = joint.sum(axis=1) + joint.sum(axis=0)
+        total += 2.0 * np.diag(joint) / np.maximum(sizes, 1)
+    scores[present] = total[present] / len(view_labels)
+    scores[0] = np.nan
+    return scores
+
+
+def low_score_warning(scores, class_names, threshold=QC_THRESHOLD):
+    """One line naming the structures whose QC score is below ``threshold`` (lowest first), or None."""
+    low = [(score, name) for score, name in zip(scores, class_names, strict=True)
+           if np.isfinite(score) and score < threshold]
+    if not low:
+        return None
+    shown = ", ".join(f"{name} {score:.2f}" for score, name in sorted(low))
+    return (f"warning: QC score below {threshold:g} (the views disagree) for {len(low)} structure(s): "
+            f"{shown}; check the QC picture")

@@ -1,16 +1,21 @@
 """``segment`` on files: one scan or a cohort, outputs on the input's own grid.
 
-One scan: load and check -> conform -> segment -> labels back onto the input grid (nearest neighbour in
-world space) with the input's affine and header, a FreeSurfer-format colour table beside them, and the
-optional volumes CSV, QC picture, posteriors (4D, written one class at a time) and MC-dropout
-uncertainty. Every output is checked before work starts and written atomically.
+One scan: load and check -> conform -> segment -> class probabilities back onto the input grid (trilinear
+at the input voxel centres, argmax; :class:`gan_seg.seg.preprocessing.InputGrid`) -> the label map with the
+input's affine and header, a FreeSurfer-format colour table beside it, and the optional volumes CSV (with
+per-structure QC scores, total brain and intracranial volumes), QC picture, posteriors (4D, written one
+class at a time), MC-dropout uncertainty, brain mask and masked brain. Every output is checked before work
+starts and written atomically; the label map is written last, and when writing fails the outputs this
+call created are removed.
 
 A cohort (a folder of scans, or a text/CSV list) writes ``NAME_seg.nii.gz``, ``NAME_volumes.csv`` and
 ``NAME_qc.png`` per scan into an output folder, skips scans already finished, reports a bad scan and goes
 on, takes every n-th scan with ``shard=(i, n)``, and gathers all scans' volumes into a summary CSV.
 """
 
+import contextlib
 import csv
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +24,31 @@ import numpy as np
 from gan_seg.engine.progress import Progress
 from gan_seg.errors import InputError
 from gan_seg.io.files import check_output_dir, check_output_file, write_csv
-from gan_seg.seg.preprocessing import conform, resample_to_input, to_input_grid
-from gan_seg.seg.qc import lut_path_for, render_qc, write_lut
-from gan_seg.seg.volumes import SUFFIXES, load_volume, save_frames, save_like, volume_name
+from gan_seg.seg.preprocessing import InputGrid, conform
+from gan_seg.seg.qc import low_score_warning, lut_path_for, render_qc, write_lut
+from gan_seg.seg.views import split_hemisphere
+from gan_seg.seg.volumes import (
+    READ_ERRORS,
+    SUFFIXES,
+    check_masked_output,
+    load_volume,
+    save_frames,
+    save_like,
+    save_masked,
+    volume_name,
+    voxel_sizes,
+)
+
+EXAMPLE = "colin27_t1_2mm.nii.gz"
+TOTAL_BRAIN, TOTAL_INTRACRANIAL = "Total-Brain", "Total-Intracranial"
+
+
+def example_scan():
+    """The example brain shipped with gan-seg (Colin27 head T1 at 2 mm; licence in example/LICENSE.txt)."""
+    path = Path(str(importlib.resources.files("gan_seg.seg"))) / "example" / EXAMPLE
+    if not path.is_file():
+        raise InputError(f"the example brain {path} is missing from this installation; reinstall gan-seg")
+    return path
 
 
 @dataclass
@@ -33,9 +60,12 @@ class ScanOutputs:
     qc: Path | None = None
     posteriors: Path | None = None
     uncertainty: Path | None = None
+    mask: Path | None = None
+    brain: Path | None = None
 
     def paths(self):
-        found = [p for p in (self.labels, self.volumes, self.qc, self.posteriors, self.uncertainty) if p]
+        found = [p for p in (self.labels, self.volumes, self.qc, self.posteriors, self.uncertainty,
+                             self.mask, self.brain) if p]
         return [*found, lut_path_for(self.labels)]
 
 
@@ -44,8 +74,9 @@ def _suffix_ok(path, suffixes, what):
         raise InputError(f"{what} {path} must end in {' or '.join(suffixes)}")
 
 
-def check_outputs(outputs, mc_samples, force):
-    """Check every output path at once (suffixes, existence without ``force``, writability, distinctness)."""
+def check_outputs(outputs, mc_samples, force, source=None):
+    """Check every output path at once (suffixes, existence without ``force``, writability, distinctness;
+    with ``source``, that ``outputs.brain`` can hold its data type)."""
     _suffix_ok(outputs.labels, SUFFIXES, "output")
     if outputs.volumes:
         _suffix_ok(outputs.volumes, (".csv",), "--volumes")
@@ -53,10 +84,15 @@ def check_outputs(outputs, mc_samples, force):
         _suffix_ok(outputs.qc, (".png",), "--qc")
     if outputs.posteriors:
         _suffix_ok(outputs.posteriors, (".nii.gz", ".nii"), "--posteriors")
-    if outputs.uncertainty:
-        _suffix_ok(outputs.uncertainty, SUFFIXES, "--uncertainty")
-        if mc_samples < 2:
-            raise InputError("--uncertainty needs --mc-samples N with N >= 2")
+    for path, flag in ((outputs.uncertainty, "--uncertainty"), (outputs.mask, "--mask"),
+                       (outputs.brain, "--brain")):
+        if path:
+            _suffix_ok(path, SUFFIXES, flag)
+    if outputs.uncertainty and mc_samples < 2:
+        raise InputError("--uncertainty needs --mc-samples N with N >= 2")
+    if outputs.brain and source is not None:
+        with contextlib.suppress(*READ_ERRORS):  # an unreadable input is reported when it is loaded
+            check_masked_output(source, outputs.brain)
     paths = [Path(p).resolve() for p in outputs.paths()]
     if len(set(paths)) != len(paths):
         raise InputError("two outputs name the same file; give each output its own path")
@@ -70,9 +106,14 @@ def check_outputs(outputs, mc_samples, force):
         raise InputError("; ".join(problems))
 
 
-def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, seed=0, progress=True):
-    """Segment one scan into ``outputs`` (already checked); returns the volume table rows."""
+def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, seed=0, progress=True,
+                 report=None):
+    """Segment one scan into ``outputs`` (already checked); returns the volume table rows.
+
+    ``report(line)`` receives the low-QC-score warning, if any (None: quiet)."""
     image = load_volume(input_path)
+    if outputs.brain:
+        check_masked_output(input_path, outputs.brain)
     conformed = conform(image, segmenter.voxel_size)
     total = segmenter.slice_count(conformed.data) * max(1, mc_samples)
     bar = Progress(0, total, enabled=progress, noun="slice", unit="slices/s")
@@ -83,39 +124,77 @@ def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, se
         bar.update(done[0], {}, done[0])
 
     result = segmenter.segment(conformed.data, batch_size, mc_samples, seed, advance)
-    labels = to_input_grid(result.labels, conformed, image)
+    grid = InputGrid(conformed, image)
+    labels = grid.labels(result.probabilities, result.labels)
     names = segmenter.class_names
-    save_like(labels, image, outputs.labels, np.uint8 if len(names) <= 256 else np.int16)
-    write_lut(lut_path_for(outputs.labels), names)
-    rows = volume_rows(labels, image.affine, names, result.sample_counts)
-    if outputs.volumes:
-        write_csv(outputs.volumes, rows)
-    if outputs.qc:
-        render_qc(image.get_fdata(dtype=np.float32), labels, image.affine, names, outputs.qc,
-                  title=f"{volume_name(input_path)} - {segmenter.model_dir.name}")
-    if outputs.posteriors:
-        save_frames(outputs.posteriors, image, len(names),
-                    lambda c: resample_to_input(np.ascontiguousarray(result.probabilities[..., c]),
-                                                conformed, image, order=1),
-                    np.uint8, 1 / 255)
-    if outputs.uncertainty:
-        save_like(resample_to_input(result.uncertainty, conformed, image, order=1), image,
-                  outputs.uncertainty, np.float32)
+    rows = volume_rows(labels, image.affine, names, result.sample_counts, result.qc_scores)
+    with _cleanup_on_failure(outputs.paths()):
+        if outputs.posteriors:
+            save_frames(outputs.posteriors, image, len(names),
+                        lambda c: grid.probability(result.probabilities, c), np.uint8, 1 / 255)
+        if outputs.uncertainty:
+            save_like(grid.entropy(result.probabilities), image, outputs.uncertainty, np.float32)
+        if outputs.mask:
+            save_like((labels > 0).astype(np.uint8), image, outputs.mask, np.uint8)
+        if outputs.brain:
+            save_masked(input_path, labels > 0, outputs.brain)
+        if outputs.qc:
+            render_qc(image.get_fdata(dtype=np.float32), labels, image.affine, names, outputs.qc,
+                      title=f"{volume_name(input_path)} - {segmenter.model_dir.name}")
+        if outputs.volumes:
+            write_csv(outputs.volumes, rows)
+        write_lut(lut_path_for(outputs.labels), names)
+        save_like(labels, image, outputs.labels, np.uint8 if len(names) <= 256 else np.int16)
+    warning = low_score_warning(result.qc_scores, names)
+    if warning and report:
+        report(warning)
     return rows
 
 
-def volume_rows(labels, affine, names, sample_counts=None):
-    """One row per non-background class: voxels and mm^3 on the input grid (+ MC volume CV)."""
+@contextlib.contextmanager
+def _cleanup_on_failure(paths):
+    """On an exception, remove those of ``paths`` that did not exist when the block started."""
+    new = [Path(p) for p in paths if not Path(p).exists()]
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def is_csf(name):
+    """True for a CSF class outside the ventricles (``CSF``, ``Other-CSF``, ``Left-CSF`` ...)."""
+    return "csf" in "".join(c for c in split_hemisphere(name)[1].lower() if c.isalnum())
+
+
+def volume_rows(labels, affine, names, sample_counts=None, qc_scores=None):
+    """The volumes table on the input grid: one row per non-background class (voxels, mm^3, QC score),
+    then the total brain (every class but background and CSF; ventricles included) and the total
+    intracranial volume (every class but background); every row carries the input voxel size. With MC
+    samples, ``volume_cv`` is the coefficient of variation of the volume over the passes."""
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    voxel = "x".join(f"{v:.4g}" for v in voxel_sizes(affine))
     counts = np.bincount(labels.ravel(), minlength=len(names))
+    brain = np.array([label > 0 and not is_csf(name) for label, name in enumerate(names)])
+    intracranial = np.arange(len(names)) > 0
+    entries = [(label, names[label], counts[label], sample_counts[:, label] if sample_counts is not None
+                else None, qc_scores[label] if qc_scores is not None else np.nan)
+               for label in range(1, len(names))]
+    for name, members in ((TOTAL_BRAIN, brain), (TOTAL_INTRACRANIAL, intracranial)):
+        per_sample = sample_counts[:, members].sum(axis=1) if sample_counts is not None else None
+        entries.append(("", name, counts[members].sum(), per_sample, np.nan))
     rows = []
-    for label in range(1, len(names)):
-        row = {"label": label, "name": names[label], "voxels": int(counts[label]),
-               "volume_mm3": round(counts[label] * voxel_mm3, 3)}
-        if sample_counts is not None:
-            per_sample = sample_counts[:, label].astype(float)
+    for label, name, count, per_sample, score in entries:
+        row = {"label": label, "name": name, "voxels": int(count),
+               "volume_mm3": round(float(count * voxel_mm3), 3),
+               "qc_score": round(float(score), 4) if np.isfinite(score) else ""}
+        if per_sample is not None:
+            per_sample = per_sample.astype(float)
             mean = per_sample.mean()
             row["volume_cv"] = round(float(per_sample.std() / mean), 5) if mean > 0 else ""
+        row["input_voxel_mm"] = voxel
         rows.append(row)
     return rows
 
@@ -150,7 +229,7 @@ def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed
                    force=False, report=None):
     """Segment every scan of ``source`` into ``out_dir``; returns ``(done, skipped, failed)`` names.
 
-    ``report(line)`` receives a line per scan (None: quiet)."""
+    ``report(line)`` receives a line per scan and its QC warning (None: quiet)."""
     report = report or _quiet
     scans = list_scans(source)
     if shard:
@@ -169,13 +248,15 @@ def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed
         if not force and outputs.labels.exists() and outputs.volumes.exists():
             skipped.append(name)
             continue
-        report(f"[{number}/{len(scans)}] {name}")
+        prefix = f"[{number}/{len(scans)}] {name}"
+        report(prefix)
         try:
-            segment_scan(segmenter, scan, outputs, batch_size, mc_samples, seed, progress=False)
+            segment_scan(segmenter, scan, outputs, batch_size, mc_samples, seed, progress=False,
+                         report=lambda line, prefix=prefix: report(f"{prefix}: {line}"))
             done.append(name)
         except (InputError, OSError, ValueError) as err:
             failed.append(name)
-            report(f"[{number}/{len(scans)}] {name}: skipped: {err}")
+            report(f"{prefix}: skipped: {err}")
     summary = out_dir / (f"volumes_shard{shard[0]}of{shard[1]}.csv" if shard else "volumes.csv")
     rows = []
     for scan in scans:
@@ -185,7 +266,8 @@ def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed
             with table.open(newline="") as f:
                 rows += [{"scan": name, **row} for row in csv.DictReader(f)]
     if rows:
-        write_csv(summary, rows)
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # tables of older versions too
+        write_csv(summary, rows, fields)
     return done, skipped, failed
 
 

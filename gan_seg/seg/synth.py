@@ -8,7 +8,8 @@ Numpy + scipy only (it runs inside the tf.data pipeline through ``tf.numpy_funct
    interpolation), applied to the GENERATION labels by nearest neighbour in one
    ``scipy.ndimage.map_coordinates`` call. The output grid is the run's common conformed box; the
    subject's foreground centre goes to its centre.
-2. Synthetic image: every generation label gets a Gaussian, means ~U(25, 225), spreads ~U(5, 25);
+2. Synthetic image: every generation label gets a Gaussian, means ~U(25, 225), spreads ~U(5, 25), shared
+   by the two sides of a left/right pair (one tissue);
    the background (label 0) is reset to 0 in 5% and to a dark Gaussian (mean ~U(0, 15), spread ~U(0, 5))
    in 25% of samples (SynthSeg's code defaults). In 25% of samples the extra-cerebral generation labels
    (ids >= the number of target classes) take the background's Gaussian: a skull-stripped look.
@@ -376,6 +377,9 @@ class Synthesizer:
         self.flipped = self.target.copy()
         self.flipped[:self.num_classes] = lr_swap(class_names)
         self.stripped = self.target  # extra-cerebral labels take the background's Gaussian
+        # The right structure of a left/right pair draws the left one's Gaussian (one tissue, one contrast).
+        self.same_tissue = np.arange(GENERATION_LABELS)
+        self.same_tissue[:self.num_classes] = np.minimum(np.arange(self.num_classes), lr_swap(class_names))
 
     def volume(self, rng, synthetic=True, augment=True, details=None):
         """One ``(image float32 in [0, 1], target labels uint8)`` on :attr:`shape`, drawn with ``rng``.
@@ -403,6 +407,7 @@ class Synthesizer:
         target = (self.flipped if flip else self.target)[generation]
         if synthetic:
             means, stds = draw_gaussians(rng, p)
+            means, stds = means[self.same_tissue], stds[self.same_tissue]
             if strip:
                 means, stds = means[self.stripped], stds[self.stripped]
             image = rng.standard_normal(shape, dtype=np.float32)

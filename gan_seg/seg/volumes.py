@@ -19,9 +19,10 @@ SUFFIXES = (".nii.gz", ".nii", ".mgz")
 VOXEL_MM = (0.05, 20.0)  # accepted voxel sizes: above the first, at most the second
 MAX_AXIS = 1024
 MAX_FOV_MM = 500.0
-_READ_ERRORS = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError,
-                zlib.error, ValueError)
+READ_ERRORS = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError,
+               zlib.error, ValueError)
 _IMAGE_TYPES = (nib.Nifti1Image, nib.Nifti2Image, nib.MGHImage)
+MGH_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.float32))
 
 
 def _strip_suffix(text):
@@ -55,7 +56,7 @@ def load_volume(path):
         raise InputError(f"{path}: not a NIfTI or MGZ file (expected {', '.join(SUFFIXES)})")
     try:
         img = nib.load(path)
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise InputError(f"{path}: unreadable, not a valid NIfTI-1/2 or MGZ file ({_reason(e)})") from e
     if not isinstance(img, _IMAGE_TYPES):
         raise InputError(f"{path}: a {type(img).__name__}, not a NIfTI-1/2 or MGZ image")
@@ -91,7 +92,7 @@ def load_volume(path):
     if 0 not in shape and max(shape[:3], default=0) <= MAX_AXIS and (frames == 1 or np.prod(shape) <= 2**24):
         try:
             data = img.get_fdata(dtype=np.float32)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             problems.append(f"unreadable, damaged or truncated ({_reason(e)})")
         else:
             bad = data.size - int(np.count_nonzero(np.isfinite(data)))
@@ -129,6 +130,56 @@ def save_like(array, reference, path, dtype=None):
     img.set_data_dtype(dtype)
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
+    return Path(path)
+
+
+def voxel_sizes(affine):
+    """Voxel edge lengths (mm) of a voxel->world ``affine``."""
+    return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
+
+
+def _scaling(proxy):
+    """``(slope, intercept)`` a file's stored values are scaled by ((1, 0) when unscaled)."""
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    return (slope if np.isfinite(slope) and slope != 0 else 1.0), (inter if np.isfinite(inter) else 0.0)
+
+
+def check_masked_output(source, path):
+    """InputError when :func:`save_masked` could not write ``source``'s data type to ``path`` (MGZ holds
+    only unscaled uint8, int16, int32 and float32)."""
+    img = nib.load(source)
+    dtype = img.get_data_dtype().newbyteorder("=")  # MGZ stores big-endian
+    scaled = _scaling(img.dataobj) != (1.0, 0.0)
+    if str(path).lower().endswith(".mgz") and (dtype not in MGH_DTYPES or scaled):
+        raise InputError(f"--brain {path}: MGZ cannot hold the input's {'scaled ' * (dtype in MGH_DTYPES)}"
+                         f"{dtype} voxels; use .nii.gz")
+
+
+def save_masked(source, keep, path):
+    """Write the scan file ``source`` with its voxels outside the boolean ``keep`` set to 0, in the input's
+    own data type and scaling (the stored values inside ``keep`` are copied unchanged), atomically."""
+    img = nib.load(source)
+    proxy = img.dataobj
+    raw = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    raw = raw.reshape(img.shape[:3]).astype(img.get_data_dtype().newbyteorder("="), copy=False)
+    slope, inter = _scaling(proxy)
+    zero = -inter / slope
+    if raw.dtype.kind in "iu":
+        info = np.iinfo(raw.dtype)
+        zero = np.clip(np.rint(zero), info.min, info.max)
+    out = np.where(keep, raw, np.array(zero).astype(raw.dtype))
+    if str(path).lower().endswith(".mgz"):
+        result = nib.MGHImage(out, img.affine, img.header if isinstance(img, nib.MGHImage) else None)
+    elif isinstance(img, nib.Nifti1Image):  # NIfTI-2 included
+        result = type(img)(out, img.affine, img.header)
+        result.header["cal_min"] = result.header["cal_max"] = 0
+        result.header.set_slope_inter(slope, inter)
+    else:
+        result = nib.Nifti1Image(out, img.affine)
+        result.header.set_xyzt_units("mm")
+    result.set_data_dtype(raw.dtype)
+    with atomic_path(path) as tmp:
+        nib.save(result, tmp)
     return Path(path)
 
 

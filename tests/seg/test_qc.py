@@ -1,4 +1,4 @@
-"""Label colours, FreeSurfer LUTs and QC pictures (gan_seg.seg.qc)."""
+"""Label colours, FreeSurfer LUTs, QC pictures and QC scores (gan_seg.seg.qc)."""
 
 from pathlib import Path
 
@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_seg.seg.qc import label_colors, lut_path_for, render_qc, write_lut
+from gan_seg.seg.qc import (
+    QC_THRESHOLD,
+    label_colors,
+    low_score_warning,
+    lut_path_for,
+    qc_scores,
+    render_qc,
+    write_lut,
+)
 
 NAMES = ["Background", "Left-Hippocampus", "Right-Thalamus", "Brain-Stem", "Left-Amygdala"]
 ZOOMS = (1.0, 1.2, 2.0)
@@ -191,3 +199,26 @@ def test_qc_of_a_real_brain(tmp_path):
     assert picture.shape[1] == 3 * 256 + 32 and picture.shape[0] > 256 + 116 // 5 * 17
     colours = label_colors(names)
     assert all(has_colour(picture, colours[i]) for i in result["classes"])
+
+
+def test_qc_score_is_the_mean_dice_of_each_view_with_the_aggregate():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1  # 64 voxels
+    labels[6:8, 2:6, 2:6] = 2  # 32 voxels
+    same = labels.copy()
+    shifted = np.zeros_like(labels)
+    shifted[3:7, 2:6, 2:6] = 1  # overlaps class 1 on 48 of 64 voxels: Dice 0.75
+    scores = qc_scores(labels, {"axial": same, "coronal": shifted}, 4)
+    assert np.isnan(scores[0]) and np.isnan(scores[3])  # background; a class absent from the labels
+    assert scores[1] == pytest.approx((1.0 + 0.75) / 2)
+    assert scores[2] == pytest.approx((1.0 + 0.0) / 2)  # the shifted view lost class 2
+    assert np.isnan(qc_scores(labels, {"axial": same}, 4)).all()  # one view: nothing to compare
+
+
+def test_low_score_warning_names_the_structures_below_the_threshold():
+    scores = np.array([np.nan, 0.9, 0.31, np.nan, QC_THRESHOLD - 0.01])
+    line = low_score_warning(scores, NAMES)
+    assert "\n" not in line and line.startswith("warning: QC score below 0.6")
+    assert line.index("Right-Thalamus 0.31") < line.index("Left-Amygdala 0.59")  # the lowest first
+    assert "Left-Hippocampus" not in line and "Brain-Stem" not in line
+    assert low_score_warning(np.array([np.nan, 0.9, 0.8, np.nan, 0.7]), NAMES) is None

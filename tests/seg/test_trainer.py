@@ -170,11 +170,13 @@ def test_phantom_end_to_end(seg_run, unseen, tmp_path):
     assert result.shape == img.shape and np.allclose(result.affine, img.affine)
     for label in (1, 2, 3):
         assert dice(labels, truth, label) > 0.8, (label, dice(labels, truth, label))
-    assert [r["name"] for r in rows] == PHANTOM_CLASSES[1:]
+    assert [r["name"] for r in rows] == [*PHANTOM_CLASSES[1:], "Total-Brain", "Total-Intracranial"]
     with open(tmp_path / "v.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["label", "name", "voxels", "volume_mm3"]
+    assert list(table[0]) == ["label", "name", "voxels", "volume_mm3", "qc_score", "input_voxel_mm"]
     assert int(table[0]["voxels"]) == int(np.sum(labels == 1))
+    assert int(table[-1]["voxels"]) == int(np.sum(labels > 0))
+    assert all(float(row["qc_score"]) > 0.7 for row in table[:3])  # the two views agree on a clear phantom
     lut = (tmp_path / "seg_LUT.txt").read_text().splitlines()
     assert [line.split()[:2] for line in lut if line[:1].isdigit()][1] == ["1", "Left-Blob"]
     posteriors = nib.load(tmp_path / "post.nii.gz")
@@ -307,7 +309,7 @@ def test_cohort_resumable_and_sharded(seg_run, tmp_path):
     assert any("broken" in line and "skipped" in line for line in lines)
     with open(out / "volumes.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["scan"] for r in rows} == {"a", "b", "c"} and len(rows) == 3 * 3
+    assert {r["scan"] for r in rows} == {"a", "b", "c"} and len(rows) == 3 * (3 + 2)  # 3 classes + 2 totals
     done, skipped, failed = api.segment_cohort(scans, out, model=str(seg_run), report=lines.append)
     assert done == [] and skipped == ["a", "b", "c"] and failed == ["broken"]
     listing = tmp_path / "list.txt"

@@ -9,7 +9,15 @@ import pytest
 
 from gan_seg.errors import InputError
 from gan_seg.seg import volumes
-from gan_seg.seg.volumes import check_labels, list_dataset, load_volume, save_like
+from gan_seg.seg.volumes import (
+    check_labels,
+    check_masked_output,
+    list_dataset,
+    load_volume,
+    save_like,
+    save_masked,
+    voxel_sizes,
+)
 
 SHAPE = (12, 14, 10)
 
@@ -242,3 +250,44 @@ def test_check_labels():
     message = str(info.value)
     for part in ("sub1: label shape 5 differs from the image's 4", "1 non-integer", "outside 0..2: -1, 3, 7"):
         assert part in message
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mgz"])
+def test_save_masked_keeps_the_input_type_and_values(tmp_path, suffix):
+    data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 300 - 20).astype(np.int16)
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    kind = nib.MGHImage if suffix == ".mgz" else nib.Nifti1Image
+    source = write(tmp_path / f"in{suffix}", data, affine, kind)
+    keep = np.zeros(SHAPE, bool)
+    keep[2:9, 3:10, 1:8] = True
+    out = save_masked(source, keep, tmp_path / f"brain{suffix}")
+    result = nib.load(out)
+    assert result.get_data_dtype().newbyteorder("=") == np.int16  # MGZ stores big-endian
+    np.testing.assert_allclose(result.affine, affine, atol=1e-5)
+    check_masked_output(source, tmp_path / "again.mgz")  # int16 from any of them fits MGZ
+    np.testing.assert_array_equal(np.asarray(result.dataobj), np.where(keep, data, 0))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_save_masked_of_a_scaled_input_keeps_its_scaling(tmp_path):
+    raw = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 200).astype(np.int16)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.25, 10.0)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    keep = np.indices(SHAPE)[0] < 6
+    result = nib.load(save_masked(tmp_path / "scaled.nii.gz", keep, tmp_path / "brain.nii.gz"))
+    assert result.get_data_dtype() == np.int16 and result.dataobj.slope == 0.25 and result.dataobj.inter == 10
+    real = nib.load(tmp_path / "scaled.nii.gz").get_fdata()
+    np.testing.assert_allclose(result.get_fdata(), np.where(keep, real, 0.0))
+    with pytest.raises(InputError, match="MGZ cannot hold the input's scaled int16"):
+        check_masked_output(tmp_path / "scaled.nii.gz", tmp_path / "brain.mgz")
+    write(tmp_path / "f64.nii", np.zeros(SHAPE, np.float64))
+    with pytest.raises(InputError, match="MGZ cannot hold the input's float64"):
+        check_masked_output(tmp_path / "f64.nii", tmp_path / "brain.mgz")
+    check_masked_output(tmp_path / "f64.nii", tmp_path / "brain.nii.gz")  # NIfTI holds any type
+
+
+def test_voxel_sizes():
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    affine[:3, :3] = affine[:3, :3] @ np.array([[0, 1, 0], [1, 0, 0], [0, 0, -1]])
+    np.testing.assert_allclose(voxel_sizes(affine), [1.1, 0.9, 2.0])
