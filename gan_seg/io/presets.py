@@ -24,9 +24,14 @@ def weights_dir():
     if override:
         return Path(override)
     try:
-        return Path(str(importlib.resources.files("gan_seg.weights")))
-    except ModuleNotFoundError:  # imported from a source checkout: weights/ sits beside gan_seg/
-        return Path(__file__).resolve().parent.parent / "weights"
+        installed = Path(str(importlib.resources.files("gan_seg.weights")))
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and installed.is_dir():
+        return installed
+    # imported from a source checkout (Python 3.11 then names a gan_seg/weights that does not exist):
+    # weights/ sits beside gan_seg/
+    return Path(__file__).resolve().parent.parent / "weights"
 
 
 def list_presets():

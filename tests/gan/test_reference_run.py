@@ -48,8 +48,12 @@ def test_reference_run_gives_the_recorded_weights(tmp_path):
     step, path = RunDirectory(tmp_path / "run").latest_checkpoint()
     assert step == 40
     sha, groups = checkpoint_fingerprint(path)
-    if this_machine() == REFERENCE["recorded_on"]:
-        assert sha == REFERENCE["sha256"]
-    for name, (total, absolute, size) in REFERENCE["groups"].items():
-        assert groups[name][2] == size, name
-        np.testing.assert_allclose(groups[name][:2], [total, absolute], rtol=1e-3, err_msg=name)
+    references = REFERENCE["references"]
+    same = [r for r in references if r["recorded_on"] == this_machine()]
+    if same:
+        assert sha == same[0]["sha256"]
+    for reference in same or references:
+        for name, (total, absolute, size) in reference["groups"].items():
+            assert groups[name][2] == size, name
+            np.testing.assert_allclose(groups[name][:2], [total, absolute], rtol=1e-6 if same else 1e-2,
+                                       err_msg=name)
