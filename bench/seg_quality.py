@@ -19,7 +19,8 @@ One protocol for every candidate model:
 
 The skull-on copy needs ``DATA/heads/SUBJECT.nii.gz`` (a skull-stripped subject with another head pasted
 around its brain) and the skull-off copy ``DATA/masks/SUBJECT.nii.gz`` (its brain mask), both written by
-scripts/make_brain_dataset.py; without them the row is skipped. Prints Markdown tables; ``--json`` writes every number.
+scripts/make_brain_dataset.py; without them the row is skipped. Prints Markdown tables; ``--json``
+writes every number.
 """
 
 import argparse
