@@ -24,14 +24,9 @@ def weights_dir():
     if override:
         return Path(override)
     try:
-        installed = Path(str(importlib.resources.files("gan_seg.weights")))
-    except ModuleNotFoundError:
-        installed = None
-    if installed is not None and installed.is_dir():
-        return installed
-    # imported from a source checkout (Python 3.11 then names a gan_seg/weights that does not exist):
-    # weights/ sits beside gan_seg/
-    return Path(__file__).resolve().parent.parent / "weights"
+        return Path(str(importlib.resources.files("gan_seg.weights")))
+    except ModuleNotFoundError:  # imported from a source checkout: weights/ sits beside gan_seg/
+        return Path(__file__).resolve().parents[2] / "weights"
 
 
 def list_presets():
