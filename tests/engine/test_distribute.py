@@ -299,8 +299,11 @@ def test_multi_worker_training_matches_single_process(tmp_path, tiny_npz):
     step_a, a = _checkpoint(single)
     step_b, b = _checkpoint(run)
     assert step_a == step_b == 4 and a.keys() == b.keys()
+    # 4 RMSprop steps of ~6e-4 per weight; float32 rounding of two processes vs one, magnified near
+    # RMSprop's epsilon, reached 2.9e-5 on 16 of 16,384 weights on an Intel AMX CPU (measured); a shard or
+    # gradient-averaging error moves weights by whole steps
     for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-4, err_msg=key)
 
 
 @pytest.mark.slow
