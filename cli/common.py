@@ -1,6 +1,9 @@
 """What every subcommand shares: calling the library and turning its errors into clean exits."""
 
+import contextlib
 import errno
+import importlib.abc
+import importlib.util
 import os
 import sys
 import traceback
@@ -13,11 +16,16 @@ EXIT_INPUT, EXIT_RUN, EXIT_INTERRUPTED = 2, 1, 130
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-def call(ctx, function, *args, needs_keras=True, **kwargs):
-    """Run a library function; InputError -> exit 2, failures of the work -> exit 1, one line on stderr."""
+def call(ctx, function, *args, **kwargs):
+    """Run a library function; InputError -> exit 2, failures of the work -> exit 1, one line on stderr.
+
+    The library checks its arguments before it imports Keras, so a bad argument answers at once; without
+    ``--verbose`` TensorFlow's start-up log lines are silenced."""
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
-    if needs_keras and not verbose:
-        _quiet_keras_import()
+    quiet = any(isinstance(finder, _QuietKerasImport) for finder in sys.meta_path)
+    if not verbose and "keras" not in sys.modules and not quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        sys.meta_path.insert(0, _QuietKerasImport())
     try:
         return function(*args, **kwargs)
     except InputError as err:
@@ -37,20 +45,34 @@ def call(ctx, function, *args, needs_keras=True, **kwargs):
         _fail(ctx, verbose, f"{type(err).__name__}: {first} (run with --verbose for details)", EXIT_RUN)
 
 
-def _quiet_keras_import():
-    """Import Keras (and its backend) with C-level stderr muted: TensorFlow prints start-up lines that
-    its log-level variable does not silence."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "keras" in sys.modules:
-        return
+class _QuietKerasImport(importlib.abc.MetaPathFinder):
+    """Mutes C-level stderr while Keras (and the backend it starts) is first imported, whenever the library
+    gets to it: TensorFlow prints start-up lines that its log-level variable does not always silence."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                with _muted_stderr():
+                    run(module)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _muted_stderr():
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401, PLC0415 - the seam: the backend starts here, with its noise muted
-    except Exception:  # noqa: BLE001 - a broken install is reported by the real import later
-        pass
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -10,7 +10,7 @@ from gan_seg_cli.common import CONTEXT, call
 @click.pass_context
 def command(ctx):
     """List the pretrained models (name and description)."""
-    models = call(ctx, api.list_models, needs_keras=False)
+    models = call(ctx, api.list_models)
     if not models:
         click.echo("no pretrained models installed")
     width = max((len(name) for name, _ in models), default=0)

@@ -32,13 +32,16 @@ from gan_seg_cli.common import CONTEXT, EXIT_RUN, call, input_error
               help="auto = mixed_bfloat16 where the hardware has native bf16.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for the networks. [default: all cores]")
+@click.option("--max-memory", type=float,
+              help="GiB segmenting a scan may need (estimated from its header first). [default: 90% of the "
+                   "memory available]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the MC-dropout masks.")
 @click.option("--shard", help="Cohorts: process every n-th scan starting at i (i/n), e.g. for job arrays.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (cohorts: redo finished scans).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.pass_context
 def command(ctx, source, out, example, model, views, view_weights, volumes, qc, posteriors, mask, brain,
-            mc_samples, uncertainty, batch_size, precision, threads, seed, shard, force, quiet):
+            mc_samples, uncertainty, batch_size, precision, threads, max_memory, seed, shard, force, quiet):
     """Segment INPUT: a scan (.nii, .nii.gz, .mgz; any orientation and voxel size), a folder of scans or a
     text/CSV list of scans; or, with --example, the shipped example brain.
 
@@ -53,7 +56,8 @@ def command(ctx, source, out, example, model, views, view_weights, volumes, qc, 
         input_error(ctx, "give INPUT or --example, not both" if example else
                     "give an INPUT scan, folder or list (or --example for the shipped example brain)")
     common = dict(model=model, views=views, view_weights=view_weights, mc_samples=mc_samples,
-                  batch_size=batch_size, seed=seed, force=force, precision=precision, threads=threads)
+                  batch_size=batch_size, seed=seed, force=force, precision=precision, threads=threads,
+                  max_memory=max_memory)
     if not api.is_cohort(source):
         if shard:
             input_error(ctx, "--shard splits a cohort; INPUT is a single scan")

@@ -109,12 +109,12 @@ def sample(model=gan_config.DEFAULT_PRESET, n=64, seed=0, out="samples.png", lab
     ``out`` ``*.png`` = one grid; ``*.npz`` = arrays ``images`` and ``labels``; otherwise a directory of
     ``{index:05d}_{label}.png``. Returns ``(path, labels)``.
     """
-    from gan_seg.gan.sampling import sample as draw  # noqa: PLC0415 - Keras loads when a command runs
-    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
-
     check_seed(seed)
     kind, path = plan_sample_output(out, force=force)
     model_file = resolve_model_file(model, gan_config.GENERATOR_FILE)
+    from gan_seg.gan.sampling import sample as draw  # noqa: PLC0415 - Keras loads once the arguments are checked
+    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
+
     generator, metadata = load_model(model_file, gan_config.GENERATOR)
     index = resolve_label(label, metadata.get("class_names"))
     images, labels, rows = draw(generator, n, seed=seed, label=index, interpolate=interpolate)
@@ -127,14 +127,13 @@ def evaluate(model=gan_config.DEFAULT_PRESET, n=10000, seed=0, json_out=None, ca
     """Judge a generator (preset, run directory or ``.keras`` file) with the shipped Fashion-MNIST classifier
     (:func:`gan_seg.gan.evaluation.evaluate`: Frechet distance and its floor, class histogram, conditional
     accuracy, CAS); the numbers also go to ``json_out`` when given. Returns the result dict."""
-    from gan_seg.gan.evaluation import check_count  # noqa: PLC0415 - Keras loads when a command runs
-    from gan_seg.gan.evaluation import evaluate as judge  # noqa: PLC0415 - idem
-    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
-
     check_seed(seed)
-    check_count(n)
+    gan_config.check_evaluation_count(n)
     json_path = check_output_file(json_out, force=force) if json_out is not None else None
     model_file = resolve_model_file(model, gan_config.GENERATOR_FILE)
+    from gan_seg.gan.evaluation import evaluate as judge  # noqa: PLC0415 - Keras loads once the arguments are checked
+    from gan_seg.io.saving import load_model  # noqa: PLC0415 - idem
+
     generator, metadata = load_model(model_file, gan_config.GENERATOR)
     result = {"model": str(model), "model_file": str(model_file)}
     result.update(judge(generator, n=n, seed=seed, class_names=metadata.get("class_names"), cas=cas,
@@ -158,17 +157,26 @@ def is_cohort(source):
     return source.is_dir() or source.suffix.lower() in (".txt", ".csv")
 
 
+def _segmenter(model, views, weights, precision, threads):
+    """The model's view networks (Keras loads here, after every argument is checked)."""
+    from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads once the arguments are checked
+    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
+
+    limit_threads(threads)
+    return Segmenter(resolve_run_dir(model), views, weights, precision)
+
+
 def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, volumes=None,
                  qc=None, posteriors=None, mc_samples=0, uncertainty=None, batch_size=16, seed=0, force=False,
                  progress=True, mask=None, brain=None, precision="auto", threads=None, example=False,
-                 report=None):
+                 report=None, max_memory=None):
     """Segment one scan (``source``, or the shipped example brain with ``example``) into the label file
     ``out`` and the optional outputs; returns the volume rows. ``threads`` (None: all cores) must be given
-    before the backend has started; ``report(line)`` receives the low-QC-score warning."""
-    from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads when a command runs
-    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
-    from gan_seg.seg.scans import ScanOutputs, check_outputs, example_scan  # noqa: PLC0415 - nibabel, scipy
+    before the backend has started; ``report(line)`` receives warnings (low QC score, missing views);
+    ``max_memory`` (GiB; None: 90% of the memory available) refuses scans estimated to need more."""
+    from gan_seg.seg.scans import ScanOutputs, check_memory, check_outputs, example_scan  # noqa: PLC0415 - nibabel, scipy
     from gan_seg.seg.scans import segment_scan as run  # noqa: PLC0415 - idem
+    from gan_seg.seg.volumes import load_volume  # noqa: PLC0415 - idem
 
     _check_segment_options(mc_samples, seed)
     weights = parse_view_weights(view_weights)
@@ -179,30 +187,32 @@ def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_
     source = example_scan() if example else Path(source)
     if not source.is_file():
         raise InputError(f"input {source} does not exist")
+    header = load_volume(source, read=False)  # the header's problems now, the voxels' after the networks
     outputs = ScanOutputs(Path(out), volumes and Path(volumes), qc and Path(qc),
                           posteriors and Path(posteriors), uncertainty and Path(uncertainty),
                           mask and Path(mask), brain and Path(brain))
     check_outputs(outputs, mc_samples, force, source)
-    limit_threads(threads)
-    segmenter = Segmenter(resolve_run_dir(model), views, weights, precision)
+    record = RunDirectory(resolve_run_dir(model)).read_config()
+    check_memory(header, source, float(record.get("voxel_size", 1.0)), len(record.get("class_names", [])),
+                 mc_samples, max_memory)
+    segmenter = _segmenter(model, views, weights, precision, threads)
     return run(segmenter, source, outputs, batch_size, mc_samples, seed, progress, report)
 
 
 def segment_cohort(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, mc_samples=0,
                    batch_size=16, seed=0, shard=None, force=False, report=None, precision="auto",
-                   threads=None):
+                   threads=None, max_memory=None):
     """Segment every scan of a cohort (folder or list) into the folder ``out``; returns
-    ``(done, skipped, failed)`` scan names."""
-    from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads when a command runs
-    from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
-    from gan_seg.seg.scans import segment_cohort as run  # noqa: PLC0415 - so do nibabel and scipy
+    ``(done, skipped, failed)`` scan names (a scan over the memory budget fails alone)."""
+    from gan_seg.seg.scans import plan_cohort  # noqa: PLC0415 - nibabel, scipy
+    from gan_seg.seg.scans import segment_cohort as run  # noqa: PLC0415 - idem
 
     _check_segment_options(mc_samples, seed)
     weights = parse_view_weights(view_weights)
     shard = seg_config.parse_shard(shard)
-    limit_threads(threads)
-    segmenter = Segmenter(resolve_run_dir(model), views, weights, precision)
-    return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report)
+    plan_cohort(source, out, shard)
+    segmenter = _segmenter(model, views, weights, precision, threads)
+    return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report, max_memory)
 
 
 def list_models():

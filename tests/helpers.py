@@ -27,9 +27,11 @@ TIMEOUT = 300
 DRIVER = """
 import sys
 from gan_seg_cli.main import cli
-code = cli.main(sys.argv[1:], prog_name="gan-seg", standalone_mode=False)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
-print("HEAVY_MODULES=" + ",".join(heavy), file=sys.stderr)
+try:
+    code = cli.main(sys.argv[1:], prog_name="gan-seg", standalone_mode=False)
+finally:
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+    print("HEAVY_MODULES=" + ",".join(heavy), file=sys.stderr)
 sys.exit(code or 0)
 """
 

@@ -4,11 +4,17 @@ No Keras or TensorFlow here (checkpoints hold NumPy arrays of any framework's va
 directories can be read, checked and listed on an install without TensorFlow.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
 import re
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks, runs are not locked there
+    fcntl = None
 
 import numpy as np
 
@@ -19,6 +25,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+LOCK = ".lock"
 _CKPT = re.compile(r"^ckpt-(\d{8})\.npz$")
 
 
@@ -89,6 +96,25 @@ class RunDirectory:
         """InputError unless the folder can hold a new run (new or empty, or ``force``)."""
         if self.writer:
             check_output_dir(self.path, force=force)
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the run's lock while training into it: another process that tries to train (or resume)
+        into the same folder meanwhile is refused; the lock ends with this block or this process."""
+        if not self.writer or fcntl is None:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(f"{self.path} is being trained by another process; wait for it to end "
+                                 f"or give another --out") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def create(self, record, force=False):
         """Write ``config.json`` of a new run (after :meth:`check_new`); ``force`` first removes the

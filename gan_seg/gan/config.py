@@ -24,6 +24,7 @@ RECIPES = {
                    ema=0.999, spectral_norm=True, loss="bce", conditioning="concat"),
 }
 DEFAULT_RECIPE = "sn-ema"
+EVALUATION_IMAGES = (20, 60000)  # -n of `gan-seg evaluate`: the floor draws n of the 60,000 training images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,9 @@ class GanConfig(RunOptions):
     d_decay: float = 6e-8
     g_decay: float = 3e-8
     label_smoothing: float = option(0.0, "One-sided label smoothing: real targets become 1 - this.")
+    aux_weight: float = option(0.0, "CGAN with projection: weight of an auxiliary classification loss "
+                               "(AC-GAN): a head on D's features learns the real images' labels and G is "
+                               "pushed towards images it classifies as the label asked for (0 = off).")
     checkpoint_every: int = option(500, "Checkpoint every N steps.")
     sample_every: int = option(500, "Sample grid every N steps.")
 
@@ -96,6 +100,19 @@ class GanConfig(RunOptions):
         for name, allowed in (("optimizer", OPTIMIZERS), ("loss", LOSSES), ("conditioning", CONDITIONINGS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not self.aux_weight >= 0:
+            problems.append(f"aux-weight must be >= 0, got {self.aux_weight}")
+        elif self.aux_weight and (self.model != "cgan" or self.conditioning != "projection"):
+            problems.append("aux-weight needs --model cgan --conditioning projection (the head classifies "
+                            "D's image features, which must not see the label)")
         if self.loss == "hinge" and self.label_smoothing:
             problems.append("label-smoothing applies to the bce loss only")
         return problems
+
+
+def check_evaluation_count(n):
+    """InputError unless ``n`` is a usable number of images for ``gan-seg evaluate``."""
+    low, high = EVALUATION_IMAGES
+    if isinstance(n, bool) or not isinstance(n, int) or not low <= n <= high:
+        raise InputError(f"-n must be an integer in {low}..{high} (the floor uses n of the {high} training "
+                         f"images), got {n!r}")

@@ -29,6 +29,7 @@ from keras import layers
 from gan_seg.engine.backend import versions
 from gan_seg.engine.progress import Progress
 from gan_seg.errors import InputError
+from gan_seg.gan.config import check_evaluation_count
 from gan_seg.gan.data import load_image_data
 from gan_seg.gan.models import num_classes_of
 from gan_seg.gan.sampling import sample
@@ -39,7 +40,6 @@ FEATURES = "features"
 CLASSIFIER, CLASSIFIER_PRESET, CLASSIFIER_FILE = "classifier", "fashion-mnist-classifier", "classifier.keras"
 REFERENCE_DATA = "fashion-mnist"
 CAS_EPOCHS, CAS_BATCH = 5, 128
-MIN_IMAGES, MAX_IMAGES = 20, 60000  # the floor draws n of the 60,000 training images
 # Issue 8's targets for the shipped models, judged on TARGET_IMAGES samples (FD's bias depends on n).
 TARGET_IMAGES = 10000
 TARGET_FD_RATIO, TARGET_CONDITIONAL_ACCURACY, TARGET_MIN_CLASS_SHARE = 10.0, 0.95, 0.05
@@ -177,13 +177,6 @@ def check_judgeable(generator, classifier, classifier_names, class_names=None, w
                          f"({', '.join(classifier_names)})")
 
 
-def check_count(n):
-    """InputError unless ``n`` is a usable number of images to evaluate."""
-    if isinstance(n, bool) or not isinstance(n, int) or not MIN_IMAGES <= n <= MAX_IMAGES:
-        raise InputError(f"-n must be an integer in {MIN_IMAGES}..{MAX_IMAGES} (the floor uses n of the "
-                         f"{MAX_IMAGES} training images), got {n!r}")
-
-
 class _Stages:
     """One progress line per stage on stderr (or nothing)."""
 
@@ -224,7 +217,7 @@ def evaluate(generator, n=10000, seed=0, class_names=None, cas=True, classifier=
     else empty) and ``seconds``.
     """
     start = time.perf_counter()
-    check_count(n)
+    check_evaluation_count(n)
     model, names = classifier or shipped_classifier()
     check_judgeable(generator, model, names, class_names, what)
     conditional = num_classes_of(generator) is not None

@@ -6,6 +6,11 @@ One iteration (one "step"):
 2. One generator update through the adversarial model ``D(G(z))`` on fresh noise labelled 1.0 (the
    non-saturating loss); D is frozen: the update touches only G's variables.
 
+With ``aux_weight`` (CGAN, projection discriminator) a classification head on D's image features (which
+do not see the label) is trained with D on the real images' labels, and G's loss adds the head's
+cross-entropy for the label asked for (AC-GAN, Odena et al. 2017, on top of projection); the head is
+frozen in the G update like D.
+
 BatchNorm (only G has it): G runs in training mode in both passes (batch statistics; its moving statistics
 are updated by both forward passes). With several replicas BatchNorm is synchronised: it normalises with
 the statistics of the whole global batch, so 2 replicas x 32 images train exactly like 1 x 64. Samples (the
@@ -24,6 +29,7 @@ import dataclasses
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers
 
 from gan_seg.engine.distribute import replica_layout, seed_stream, sum_over_replicas
 from gan_seg.engine.loop import Board, Hook, LoopPlan, export_float32, run_loop
@@ -66,9 +72,12 @@ class GanTrainer:
             self.discriminator = build_discriminator(self.image_shape, num_classes, dtype=dtype,
                                                      **discriminator_options(config))
             self.adversarial = build_adversarial(self.generator, self.discriminator)
+            self.aux_head = self.critic = None
+            if config.aux_weight:
+                self.critic, self.aux_head = _auxiliary_classifier(self.discriminator, num_classes, dtype)
             self.d_optimizer = _optimizer(config, config.d_learning_rate, config.d_decay, "d_optimizer")
             self.g_optimizer = _optimizer(config, config.g_learning_rate, config.g_decay, "g_optimizer")
-            self.d_optimizer.build(self.discriminator.trainable_variables)
+            self.d_optimizer.build(self.d_variables)
             self.g_optimizer.build(self.generator.trainable_variables)
             self.ema_generator = None
             if config.ema:
@@ -76,6 +85,12 @@ class GanTrainer:
                                                      dtype=dtype, synchronized_bn=synchronized)
                 self.ema_generator.set_weights(self.generator.get_weights())
         self._step = tf.function(self._distributed_step)
+
+    @property
+    def d_variables(self):
+        """What a D update trains: D's trainable variables and the auxiliary head's."""
+        head = self.aux_head.trainable_variables if self.aux_head is not None else []
+        return self.discriminator.trainable_variables + head
 
     @property
     def sampler(self):
@@ -88,19 +103,33 @@ class GanTrainer:
             return images_or_z
         return [images_or_z, tf.one_hot(labels, self.num_classes)]
 
+    def _auxiliary_loss(self, features, labels, training):
+        """Weighted cross-entropy of the auxiliary head's class logits against ``labels``, summed and
+        divided by the global batch size; and the head's accuracy on them (the same normalisation)."""
+        logits = tf.cast(self.aux_head(features, training=training), tf.float32)
+        per_image = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels), tf.float32)
+        return (self.config.aux_weight * tf.reduce_sum(per_image) / self.config.batch_size,
+                tf.reduce_sum(hits) / self.config.batch_size)
+
     def d_update(self, batch, i):
         """1. One discriminator update on real minibatch ``i`` (-> 1, smoothed) and fakes (-> 0).
 
-        Only D's variables change (G runs forward in training mode, so its BatchNorm moving statistics
-        move too). Returns the loss and the probabilities D gave the real and the fake images.
+        Only D's variables (and the auxiliary head's) change (G runs forward in training mode, so its
+        BatchNorm moving statistics move too). Returns the loss, the probabilities D gave the real and
+        the fake images, and the auxiliary head's accuracy on the real labels (0 without a head).
         """
         real = tf.cast(batch["real"][i], tf.float32) / 255.0
         fake = self.generator(self._inputs(batch["d_noise"][i], batch["d_fake_labels"][i]), training=True)
         local = tf.shape(real)[0]
         images = tf.concat([real, fake], axis=0)
         labels = tf.concat([batch["real_labels"][i], batch["d_fake_labels"][i]], axis=0)
+        aux_acc = tf.constant(0.0)
         with tf.GradientTape() as tape:
-            score = self.discriminator(self._inputs(images, labels), training=True)
+            if self.critic is None:
+                score = self.discriminator(self._inputs(images, labels), training=True)
+            else:
+                score, features = self.critic(self._inputs(images, labels), training=True)
             if self.config.loss == "hinge":
                 per_image = tf.concat([tf.nn.relu(1.0 - score[:local]), tf.nn.relu(1.0 + score[local:])],
                                       axis=0)[:, 0]
@@ -109,22 +138,35 @@ class GanTrainer:
                 targets = tf.concat([smoothed, tf.zeros([local, 1])], axis=0)
                 per_image = keras.losses.binary_crossentropy(targets, score)
             loss = tf.reduce_sum(per_image) / (2 * self.config.batch_size)
-        grads = tape.gradient(loss, self.discriminator.trainable_variables)
-        self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
-        return loss, score[:local], score[local:]
+            if self.critic is not None:
+                aux_loss, aux_acc = self._auxiliary_loss(features[:local], batch["real_labels"][i], True)
+                loss += aux_loss
+        variables = self.d_variables
+        grads = tape.gradient(loss, variables)
+        self.d_optimizer.apply(grads, variables)
+        return loss, score[:local], score[local:], aux_acc
 
     def g_update(self, batch):
         """2. One generator update through the adversarial model on fresh noise labelled 1.0.
 
-        D is frozen: only G's trainable variables are handed to the optimizer. Returns the loss.
+        D is frozen: only G's trainable variables are handed to the optimizer. With the auxiliary head,
+        G's fakes go through D (inference mode, as inside the adversarial model) to reach both its score
+        and its features. Returns the loss.
         """
+        inputs = self._inputs(batch["g_noise"], batch["g_labels"])
         with tf.GradientTape() as tape:
-            fooled = self.adversarial(self._inputs(batch["g_noise"], batch["g_labels"]), training=True)
+            if self.critic is None:
+                fooled = self.adversarial(inputs, training=True)
+            else:
+                fooled, features = self.critic([self.generator(inputs, training=True), inputs[1]],
+                                               training=False)
             if self.config.loss == "hinge":
                 per_image = -fooled[:, 0]
             else:
                 per_image = keras.losses.binary_crossentropy(tf.ones_like(fooled), fooled)
             loss = tf.reduce_sum(per_image) / self.config.batch_size
+            if self.critic is not None:
+                loss += self._auxiliary_loss(features, batch["g_labels"], False)[0]
         grads = tape.gradient(loss, self.adversarial.trainable_variables)
         self.g_optimizer.apply(grads, self.adversarial.trainable_variables)
         return loss
@@ -133,16 +175,19 @@ class GanTrainer:
         """One iteration on this replica's slice: ``d_steps`` D updates, then one G update."""
         d_losses = []
         for i in range(self.config.d_steps):
-            d_loss, p_real, p_fake = self.d_update(batch, i)
+            d_loss, p_real, p_fake, aux_acc = self.d_update(batch, i)
             d_losses.append(d_loss)
         g_loss = self.g_update(batch)
         threshold = 0.0 if self.config.loss == "hinge" else 0.5  # a logit of 0 is a probability of 0.5
-        return {
+        metrics = {
             "d_loss": tf.add_n(d_losses) / len(d_losses),
             "d_acc_real": tf.reduce_sum(tf.cast(p_real > threshold, tf.float32)) / self.config.batch_size,
             "d_acc_fake": tf.reduce_sum(tf.cast(p_fake < threshold, tf.float32)) / self.config.batch_size,
             "g_loss": g_loss,
         }
+        if self.aux_head is not None:
+            metrics["aux_acc_real"] = aux_acc  # the head's accuracy on the last real minibatch
+        return metrics
 
     def _update_ema(self):
         """3. The moving average of G's trainable weights follows G."""
@@ -223,6 +268,8 @@ class GanTrainer:
         }
         if self.ema_generator is not None:
             groups["ema_generator"] = self.ema_generator.variables
+        if self.aux_head is not None:
+            groups["aux_head"] = self.aux_head.variables
         return groups
 
 
@@ -230,6 +277,15 @@ def discriminator_options(config):
     """The :func:`build_discriminator` options a config asks for."""
     return {"spectral_norm": config.spectral_norm, "conditioning": config.conditioning,
             "logits": config.loss == "hinge"}
+
+
+def _auxiliary_classifier(discriminator, num_classes, dtype):
+    """D with its image features as a second output (the same layers) and a class head on them."""
+    features = discriminator.get_layer("d_flatten").output
+    critic = keras.Model(discriminator.inputs, [discriminator.outputs[0], features], name="critic")
+    head = keras.Sequential([keras.Input(tuple(features.shape[1:])),
+                             layers.Dense(num_classes, name="aux_logits", dtype=dtype)], name="aux_head")
+    return critic, head
 
 
 def _optimizer(config, learning_rate, decay, name):
@@ -286,8 +342,9 @@ def train(config, out, force=False, progress=True):
     """Start a new run in ``out`` and train it to ``config.steps``; returns the run directory."""
     opened = open_run(config, out, _load, _describe, force=force)
     trainer = _trainer(opened)
-    opened.run.create(opened.record, force=force)
-    _train(trainer, opened, 0, progress)
+    with opened.run.hold():
+        opened.run.create(opened.record, force=force)
+        _train(trainer, opened, 0, progress)
     return opened.run.path if opened.run.writer else None
 
 
@@ -306,11 +363,12 @@ def resume(out, steps, progress=True):
 
     opened = reopen_run(out, GanConfig, _load, extend)
     trainer = _trainer(opened)
-    done, path = opened.run.latest_checkpoint()
-    opened.run.restore_checkpoint(path, trainer.checkpoint_groups())
-    opened.run.write_record(opened.record)
-    opened.run.truncate_metrics(done)
-    _train(trainer, opened, done, progress)
+    with opened.run.hold():
+        done, path = opened.run.latest_checkpoint()
+        opened.run.restore_checkpoint(path, trainer.checkpoint_groups())
+        opened.run.write_record(opened.record)
+        opened.run.truncate_metrics(done)
+        _train(trainer, opened, done, progress)
     return opened.run.path if opened.run.writer else None
 
 

@@ -71,6 +71,16 @@ def atomic_path(path):
         raise
 
 
+@contextlib.contextmanager
+def staged_paths(paths):
+    """Yield ``{path: temporary path beside it}`` for files written together: when the block succeeds the
+    temporaries replace their paths, the first path last (name the file that marks completion first);
+    on any error all are removed. A failure never leaves some of the files new and others missing, and a
+    kill leaves at most hidden temporaries, never the first path without the others."""
+    with contextlib.ExitStack() as stack:
+        yield {Path(path): stack.enter_context(atomic_path(path)) for path in paths}
+
+
 def write_json(path, data):
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

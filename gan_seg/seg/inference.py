@@ -32,7 +32,7 @@ from gan_seg.engine.backend import resolve_precision
 from gan_seg.engine.options import PRECISIONS
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError
-from gan_seg.io.saving import load_model
+from gan_seg.io.saving import load_model, read_metadata
 from gan_seg.seg.config import MODEL_FILE, MODELS, SEGMENTATION
 from gan_seg.seg.qc import qc_scores
 from gan_seg.seg.views import DEFAULT_VIEW_WEIGHTS, VIEWS, lr_merge, parse_views, to_slices
@@ -63,22 +63,35 @@ class Segmenter:
         self.class_names = list(record["class_names"])
         self.voxel_size = float(record.get("voxel_size", 1.0))
         available = [v for v in VIEWS if (self.model_dir / v / MODEL_FILE).is_file()]
-        self.views = parse_views(views) if views else tuple(available)
-        missing = [v for v in self.views if v not in available]
-        if missing or not self.views:
+        requested = parse_views(views) if views else tuple(available)
+        missing = [v for v in requested if v not in available]
+        if missing or not requested:
             raise InputError(f"{model_dir} has no trained network for view(s) {', '.join(missing) or 'any'}; "
                              f"available: {', '.join(available) or 'none'}")
         weights = dict(DEFAULT_VIEW_WEIGHTS, **(view_weights or {}))
-        if any(weights[v] < 0 for v in self.views) or sum(weights[v] for v in self.views) <= 0:
-            raise InputError("view weights must be >= 0 and not all 0")
+        if any(not 0 <= weights[v] < float("inf") for v in requested):
+            raise InputError("view weights must be finite numbers >= 0")
+        self.views = tuple(v for v in requested if weights[v] > 0)  # a weight of 0: the network is not run
+        if not self.views:
+            raise InputError(f"the weights of {', '.join(requested)} are all 0; give a view a weight > 0")
+        if not any(self._sided(view) for view in self.views):
+            raise InputError(f"{', '.join(self.views)} alone cannot tell left from right (the network merges "
+                             f"the hemispheres); add the axial or coronal view")
         total = sum(weights[v] for v in self.views)
         self.weights = {v: weights[v] / total for v in self.views}
+        self.note = None if views or len(available) == len(VIEWS) else (
+            f"{model_dir} has trained networks for {', '.join(available)} only: labels come from "
+            f"{len(self.views)} of {len(VIEWS)} views")
         self.precision = resolve_precision(precision)
         self.models, self.expand = {}, {}
         for view in self.views:
             model, metadata = load_model(self.model_dir / view / MODEL_FILE, SEGMENTATION)
             self.models[view] = model if self.precision == "float32" else with_policy(model, self.precision)
             self.expand[view] = self._expansion(view, metadata.get("class_names", []))
+
+    def _sided(self, view):
+        """Whether the view's network tells the hemispheres apart (a sagittal one may merge them)."""
+        return read_metadata(self.model_dir / view / MODEL_FILE).get("class_names") == self.class_names
 
     def _expansion(self, view, names):
         """Index array mapping the full classes to the view network's outputs."""

@@ -16,6 +16,7 @@ on, takes every n-th scan with ``shard=(i, n)``, and gathers all scans' volumes 
 import contextlib
 import csv
 import importlib.resources
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from gan_seg.engine.progress import Progress
 from gan_seg.errors import InputError
-from gan_seg.io.files import check_output_dir, check_output_file, write_csv
+from gan_seg.io.files import check_output_dir, check_output_file, staged_paths, write_csv
 from gan_seg.seg.preprocessing import InputGrid, conform
 from gan_seg.seg.qc import low_score_warning, lut_path_for, render_qc, write_lut
 from gan_seg.seg.views import split_hemisphere
@@ -40,6 +41,10 @@ from gan_seg.seg.volumes import (
 )
 
 EXAMPLE = "colin27_t1_2mm.nii.gz"
+MARGIN_MM, GRID_MULTIPLE = 8.0, 16  # conform's defaults: the conformed box's margin and size multiple
+INPUT_BYTES = 20  # per input voxel: its float32 data, the canonical copy, the QC copy, labels, slabs back
+NETWORK_BYTES = 1.25 * 2**30  # the backend, three view networks and their activations at --batch-size 16
+MEMORY_SHARE = 0.9  # the default budget: this share of the memory available when the scan is checked
 TOTAL_BRAIN, TOTAL_INTRACRANIAL = "Total-Brain", "Total-Intracranial"
 
 
@@ -49,6 +54,50 @@ def example_scan():
     if not path.is_file():
         raise InputError(f"the example brain {path} is missing from this installation; reinstall gan-seg")
     return path
+
+
+def memory_estimate(image, voxel_size, classes, mc_samples=0):
+    """Peak bytes segmenting ``image`` (nibabel image; only its header is used) needs: the copies on its own
+    grid, the class probabilities on a conformed grid covering its whole field of view (an upper bound:
+    conform crops to the head) and the networks. Colin27 at 1 mm with the shipped model (23 classes at
+    1.5 mm, 3 views): 1976 MiB peak RSS measured, 2010 MiB estimated."""
+    shape = np.array(image.shape[:3], float)
+    zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
+    grid = np.ceil((shape * zooms + 2 * MARGIN_MM) / voxel_size / GRID_MULTIPLE) * GRID_MULTIPLE
+    per_grid_voxel = 4 + 4 * classes * (3 if mc_samples > 1 else 2)  # volume, accumulator, probabilities
+    return int(shape.prod() * INPUT_BYTES + grid.prod() * per_grid_voxel + NETWORK_BYTES)
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation now (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(image, path, voxel_size, classes, mc_samples=0, max_memory=None):
+    """InputError (before the scan's voxels are read) when segmenting it needs more than ``max_memory``
+    GiB, by default a share of the memory available now (no check where that is unknown)."""
+    if max_memory is not None and not 0 < max_memory < float("inf"):
+        raise InputError(f"--max-memory {max_memory}: give a positive number of GiB")
+    if max_memory is not None:
+        budget, what = max_memory * 2**30, "--max-memory"
+    else:
+        budget, what = (available_memory() or 0) * MEMORY_SHARE, "of the memory available"
+    need = memory_estimate(image, voxel_size, classes, mc_samples)
+    if budget and need > budget:
+        shape = "x".join(str(int(n)) for n in image.shape[:3])
+        raise InputError(f"{path}: segmenting its {shape} voxels needs about {need / 2**30:.1f} GiB, over "
+                         f"the budget of {budget / 2**30:.1f} GiB ({what}); resample it to larger voxels or "
+                         f"raise --max-memory")
 
 
 @dataclass
@@ -96,6 +145,9 @@ def check_outputs(outputs, mc_samples, force, source=None):
     paths = [Path(p).resolve() for p in outputs.paths()]
     if len(set(paths)) != len(paths):
         raise InputError("two outputs name the same file; give each output its own path")
+    if source is not None and Path(source).resolve() in paths:
+        raise InputError(f"output {outputs.paths()[paths.index(Path(source).resolve())]} is the input scan; "
+                         f"write the results to another file (--force never replaces the input)")
     problems = []
     for path in outputs.paths():
         try:
@@ -110,10 +162,15 @@ def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, se
                  report=None):
     """Segment one scan into ``outputs`` (already checked); returns the volume table rows.
 
-    ``report(line)`` receives the low-QC-score warning, if any (None: quiet)."""
+    Every output appears together at the end (the label map last), or none does. ``report(line)``
+    receives the warnings, once the work is done: views the model lacks, low QC scores (None: quiet)."""
     image = load_volume(input_path)
     if outputs.brain:
         check_masked_output(input_path, outputs.brain)
+    values = np.asanyarray(image.dataobj)
+    if values.min() == values.max():
+        raise InputError(f"{input_path}: a constant image (every voxel is {float(values.flat[0]):g}); "
+                         f"nothing to segment")
     conformed = conform(image, segmenter.voxel_size)
     total = segmenter.slice_count(conformed.data) * max(1, mc_samples)
     bar = Progress(0, total, enabled=progress, noun="slice", unit="slices/s")
@@ -127,41 +184,28 @@ def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, se
     grid = InputGrid(conformed, image)
     labels = grid.labels(result.probabilities, result.labels)
     names = segmenter.class_names
-    rows = volume_rows(labels, image.affine, names, result.sample_counts, result.qc_scores)
-    with _cleanup_on_failure(outputs.paths()):
+    rows = volume_rows(labels, image.affine, names, result.sample_counts, result.qc_scores, segmenter.views)
+    with staged_paths(outputs.paths()) as staged:
         if outputs.posteriors:
-            save_frames(outputs.posteriors, image, len(names),
+            save_frames(staged[outputs.posteriors], image, len(names),
                         lambda c: grid.probability(result.probabilities, c), np.uint8, 1 / 255)
         if outputs.uncertainty:
-            save_like(grid.entropy(result.probabilities), image, outputs.uncertainty, np.float32)
+            save_like(grid.entropy(result.probabilities), image, staged[outputs.uncertainty], np.float32)
         if outputs.mask:
-            save_like((labels > 0).astype(np.uint8), image, outputs.mask, np.uint8)
+            save_like((labels > 0).astype(np.uint8), image, staged[outputs.mask], np.uint8)
         if outputs.brain:
-            save_masked(input_path, labels > 0, outputs.brain)
+            save_masked(input_path, labels > 0, staged[outputs.brain])
         if outputs.qc:
-            render_qc(image.get_fdata(dtype=np.float32), labels, image.affine, names, outputs.qc,
+            render_qc(image.get_fdata(dtype=np.float32), labels, image.affine, names, staged[outputs.qc],
                       title=f"{volume_name(input_path)} - {segmenter.model_dir.name}")
         if outputs.volumes:
-            write_csv(outputs.volumes, rows)
-        write_lut(lut_path_for(outputs.labels), names)
-        save_like(labels, image, outputs.labels, np.uint8 if len(names) <= 256 else np.int16)
-    warning = low_score_warning(result.qc_scores, names)
-    if warning and report:
-        report(warning)
+            write_csv(staged[outputs.volumes], rows)
+        write_lut(staged[lut_path_for(outputs.labels)], names)
+        save_like(labels, image, staged[outputs.labels], np.uint8 if len(names) <= 256 else np.int16)
+    for warning in (segmenter.note, low_score_warning(result.qc_scores, names)):
+        if warning and report:
+            report(warning)
     return rows
-
-
-@contextlib.contextmanager
-def _cleanup_on_failure(paths):
-    """On an exception, remove those of ``paths`` that did not exist when the block started."""
-    new = [Path(p) for p in paths if not Path(p).exists()]
-    try:
-        yield
-    except BaseException:
-        for path in new:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        raise
 
 
 def is_csf(name):
@@ -169,11 +213,12 @@ def is_csf(name):
     return "csf" in "".join(c for c in split_hemisphere(name)[1].lower() if c.isalnum())
 
 
-def volume_rows(labels, affine, names, sample_counts=None, qc_scores=None):
+def volume_rows(labels, affine, names, sample_counts=None, qc_scores=None, views=None):
     """The volumes table on the input grid: one row per non-background class (voxels, mm^3, QC score),
     then the total brain (every class but background and CSF; ventricles included) and the total
-    intracranial volume (every class but background); every row carries the input voxel size. With MC
-    samples, ``volume_cv`` is the coefficient of variation of the volume over the passes."""
+    intracranial volume (every class but background); every row carries the input voxel size (and the
+    views aggregated, when given). With MC samples, ``volume_cv`` is the coefficient of variation of the
+    volume over the passes."""
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
     voxel = "x".join(f"{v:.4g}" for v in voxel_sizes(affine))
     counts = np.bincount(labels.ravel(), minlength=len(names))
@@ -195,6 +240,8 @@ def volume_rows(labels, affine, names, sample_counts=None, qc_scores=None):
             mean = per_sample.mean()
             row["volume_cv"] = round(float(per_sample.std() / mean), 5) if mean > 0 else ""
         row["input_voxel_mm"] = voxel
+        if views:
+            row["views"] = "+".join(views)
         rows.append(row)
     return rows
 
@@ -225,19 +272,28 @@ def list_scans(source):
     return scans
 
 
-def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed=0, shard=None,
-                   force=False, report=None):
-    """Segment every scan of ``source`` into ``out_dir``; returns ``(done, skipped, failed)`` names.
-
-    ``report(line)`` receives a line per scan and its QC warning (None: quiet)."""
-    report = report or _quiet
+def plan_cohort(source, out_dir, shard=None):
+    """The scans of ``source`` (this shard's) after checking that ``out_dir`` can take their results."""
     scans = list_scans(source)
-    if shard:
-        scans = scans[shard[0]::shard[1]]
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} exists and is not a directory")
+    if Path(source).is_dir() and out_dir.resolve() == Path(source).resolve():
+        raise InputError(f"output folder {out_dir} is the input folder: its label maps would be taken as "
+                         f"scans on the next run; give another -o folder")
     check_output_dir(out_dir, force=True)  # re-runs write into it: finished scans are skipped
+    return scans[shard[0]::shard[1]] if shard else scans
+
+
+def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed=0, shard=None,
+                   force=False, report=None, max_memory=None):
+    """Segment every scan of ``source`` into ``out_dir``; returns ``(done, skipped, failed)`` names. A scan
+    is done when all its outputs exist (they appear together).
+
+    ``report(line)`` receives a line per scan and its QC warning (None: quiet)."""
+    report = report or _quiet
+    scans = plan_cohort(source, out_dir, shard)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, skipped, failed = [], [], []
     for number, scan in enumerate(scans, start=1):
@@ -245,12 +301,14 @@ def segment_cohort(segmenter, source, out_dir, batch_size=16, mc_samples=0, seed
         outputs = ScanOutputs(out_dir / f"{name}_seg.nii.gz", out_dir / f"{name}_volumes.csv",
                               out_dir / f"{name}_qc.png",
                               uncertainty=out_dir / f"{name}_uncertainty.nii.gz" if mc_samples > 1 else None)
-        if not force and outputs.labels.exists() and outputs.volumes.exists():
+        if not force and all(path.exists() for path in outputs.paths()):
             skipped.append(name)
             continue
         prefix = f"[{number}/{len(scans)}] {name}"
         report(prefix)
         try:
+            check_memory(load_volume(scan, read=False), scan, segmenter.voxel_size,
+                         len(segmenter.class_names), mc_samples, max_memory)
             segment_scan(segmenter, scan, outputs, batch_size, mc_samples, seed, progress=False,
                          report=lambda line, prefix=prefix: report(f"{prefix}: {line}"))
             done.append(name)

@@ -435,8 +435,9 @@ def _synthesizer(config, data, train_parts):
 def train(config, out, force=False, progress=True):
     """Start a segmentation run in ``out``: train every requested view; returns the run directory."""
     opened = open_run(config, out, _load_new, _describe, force=force)
-    opened.run.create(opened.record, force=force)
-    _train_views(opened, progress, resume=False)
+    with opened.run.hold():
+        opened.run.create(opened.record, force=force)
+        _train_views(opened, progress, resume=False)
     return opened.run.path if opened.run.writer else None
 
 
@@ -451,8 +452,9 @@ def resume(out, epochs=None, progress=True):
         return record.resumed(config, **resume_entry(epochs=config.epochs))
 
     opened = reopen_run(out, SegConfig, _load_again, extend)
-    opened.run.write_record(opened.record)
-    _train_views(opened, progress, resume=True)
+    with opened.run.hold():
+        opened.run.write_record(opened.record)
+        _train_views(opened, progress, resume=True)
     return opened.run.path if opened.run.writer else None
 
 

@@ -28,7 +28,8 @@ def parse_views(text):
 
 
 def parse_view_weights(text):
-    """``"axial=0.5,coronal=0.3,sagittal=0.2"`` -> dict; None for no text; InputError when malformed."""
+    """``"axial=0.5,coronal=0.3,sagittal=0.2"`` -> dict; None for no text; InputError when malformed,
+    negative or not finite (a weight of 0 leaves that view's network out)."""
     if not text:
         return None
     weights = {}
@@ -41,6 +42,9 @@ def parse_view_weights(text):
             break
     if not weights or set(weights) - set(VIEWS):
         raise InputError(f"--view-weights {text!r}: expected e.g. axial=0.4,coronal=0.4,sagittal=0.2")
+    bad = [f"{view}={value:g}" for view, value in weights.items() if not 0 <= value < float("inf")]
+    if bad:
+        raise InputError(f"--view-weights {', '.join(bad)}: each weight must be a finite number >= 0")
     return weights
 
 

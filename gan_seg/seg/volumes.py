@@ -42,12 +42,13 @@ def _dims(values, unit=""):
     return "x".join(f"{v:g}" for v in values) + unit
 
 
-def load_volume(path):
+def load_volume(path, read=True):
     """Load a 3D scan (.nii, .nii.gz, .mgz) with float32 data, keeping its affine and header.
 
     A single-frame 4D image is squeezed to 3D. Raises InputError listing every problem found: missing,
     unreadable or non-NIfTI/MGZ file, not 3D, empty axis, absurd size, voxel size or field of view,
-    degenerate affine, non-finite voxels.
+    degenerate affine, colour (RGB) or complex voxels, non-finite voxels. With ``read=False`` only the
+    header is checked and the unread image is returned.
     """
     path = Path(path)
     if not path.is_file():
@@ -89,7 +90,13 @@ def load_volume(path):
         if np.any(fov > MAX_FOV_MM):
             problems.append(f"field of view {_dims(fov.round(1), ' mm')} over {MAX_FOV_MM:g} mm")
 
-    if 0 not in shape and max(shape[:3], default=0) <= MAX_AXIS and (frames == 1 or np.prod(shape) <= 2**24):
+    dtype = img.get_data_dtype()
+    grey = dtype.fields is None and dtype.kind != "c"
+    if not grey:
+        problems.append(f"not one grey value per voxel ({'RGB/vector' if dtype.fields else 'complex'} data); "
+                        f"convert it to a single-channel scan")
+    readable = grey and 0 not in shape and max(shape[:3], default=0) <= MAX_AXIS
+    if read and readable and (frames == 1 or np.prod(shape) <= 2**24):
         try:
             data = img.get_fdata(dtype=np.float32)
         except READ_ERRORS as e:
@@ -100,7 +107,7 @@ def load_volume(path):
                 problems.append(f"{bad} non-finite voxels (NaN/Inf)")
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
-    return type(img)(data.reshape(shape[:3]), affine, img.header)
+    return type(img)(data.reshape(shape[:3]), affine, img.header) if read else img
 
 
 def save_like(array, reference, path, dtype=None):

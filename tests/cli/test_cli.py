@@ -19,6 +19,7 @@ import typing
 from pathlib import Path
 
 import click
+import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -126,6 +127,33 @@ def test_models_lists_presets_without_importing_tensorflow(tmp_path):
     result = ok(driver("models", cwd=tmp_path, env={"GAN_SEG_WEIGHTS": tmp_path / "weights"}))
     assert result.stdout.splitlines() == ["a-gan   first model", "cgan-b  second model"]
     assert result.stderr.strip() == "HEAVY_MODULES="
+
+
+# Bad arguments are answered before Keras (and TensorFlow) load: argv -> a substring of the message.
+CHECKED_BEFORE_KERAS = {
+    "train-zero-steps": (["train", "--steps", "0", "--out", "run"], "steps must be a positive integer"),
+    "train-resume-missing-run": (["train", "--resume", "nope", "--steps", "10"], "is not a run directory"),
+    "sample-negative-seed": (["sample", "--seed", "-1", "-o", "a.png"], "--seed must be an integer"),
+    "sample-unknown-preset": (["sample", "--model", "no-such-model", "-o", "a.png"], "unknown model"),
+    "evaluate-n-too-small": (["evaluate", "-n", "5"], "-n must be an integer in 20..60000"),
+    "segment-missing-input": (["segment", "missing.nii.gz", "-o", "s.nii.gz"], "does not exist"),
+    "segment-not-a-scan": (["segment", "photo.png", "-o", "s.nii.gz"], "not a NIfTI or MGZ file"),
+    "segment-nan-view-weight": (["segment", "--example", "-o", "s.nii.gz", "--view-weights", "axial=nan"],
+                                "finite number"),
+    "segment-cohort-into-itself": (["segment", ".", "-o", "."], "is the input folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKED_BEFORE_KERAS))
+def test_bad_arguments_are_answered_before_keras_loads(case, tmp_path):
+    args, message = CHECKED_BEFORE_KERAS[case]
+    (tmp_path / "photo.png").write_bytes(b"not a scan")
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "t1.nii.gz")
+    (tmp_path / "weights").mkdir()
+    result = driver(*args, cwd=tmp_path, env={"GAN_SEG_WEIGHTS": tmp_path / "weights"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and message in lines[0], result.stderr
+    assert lines[-1] == "HEAVY_MODULES=", result.stderr
 
 
 # -- bad inputs: exit 2, one line on stderr, nothing written ---------------------------------------
@@ -546,3 +574,30 @@ def test_resume_from_another_directory(tmp_path, tiny_npz):
                       cwd=tmp_path / "elsewhere")
     ok(resumed)
     assert metric_steps(tmp_path / "project" / "run")[-1] == 2
+
+
+HOLDER = """
+import sys, time
+from gan_seg.engine.run_dir import RunDirectory
+with RunDirectory(sys.argv[1]).hold():
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_held_by_another_process_is_refused(tmp_path, tiny_run):
+    """Two trainings into one folder: the second is refused while the first holds the run's lock."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run)
+        result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--steps", "6"], prog_name="gan-seg")
+        assert result.exit_code == 2 and "is being trained by another process" in result.stderr, result.stderr
+        assert snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    api.resume(run, steps=5, progress=False)  # the lock ended with its process
+    assert metric_steps(run)[-1] == 5

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from gan_seg.errors import InputError
+from gan_seg.gan.config import check_evaluation_count
 from gan_seg.gan.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR
 from gan_seg.gan.evaluation import (
     CAS_EPOCHS,
     _targets,
     build_classifier,
-    check_count,
     class_histogram,
     conditional_accuracy,
     evaluate,
@@ -130,7 +130,7 @@ def test_evaluate_refuses_other_class_names():
 @pytest.mark.parametrize("n", [0, 19, 60001, 100.0, True])
 def test_evaluate_checks_the_number_of_images(n):
     with pytest.raises(InputError, match=r"-n must be an integer in 20\.\.60000"):
-        check_count(n)
+        check_evaluation_count(n)
 
 
 @pytest.mark.slow

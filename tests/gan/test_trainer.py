@@ -50,8 +50,14 @@ def _all_of_d_moved(trainer, before):
 
 # Every recipe keeps the seed's structure: D alone on D updates, G alone through the adversarial model.
 VARIANTS = {"classic": dict(recipe="classic"), "sn-ema": dict(recipe="sn-ema"),
-            "hinge-projection": dict(recipe="sn-ema", loss="hinge", conditioning="projection")}
-CASES = [(model, variant) for model in ("dcgan", "cgan") for variant in VARIANTS]
+            "hinge-projection": dict(recipe="sn-ema", loss="hinge", conditioning="projection"),
+            "aux-projection": dict(recipe="sn-ema", conditioning="projection", aux_weight=1.0)}
+CASES = [(model, variant) for model in ("dcgan", "cgan") for variant in VARIANTS
+         if model == "cgan" or "aux" not in variant]
+
+
+def _head(trainer):
+    return trainer.aux_head.trainable_variables if trainer.aux_head is not None else []
 
 
 @pytest.mark.parametrize(("model", "variant"), CASES)
@@ -60,8 +66,10 @@ def test_d_update_trains_only_d(model, variant):
     batch = _batch(t)
     d0, g0 = _values(t.discriminator.trainable_variables), _values(t.generator.trainable_variables)
     stats0 = _values(_bn_stats(t.generator))
+    head0 = _values(_head(t))
     t.d_update(batch, 0)
     assert _all_of_d_moved(t, d0), "every D weight moves on a D update"
+    assert all(_changed(head0, _head(t))), "the auxiliary head trains with D"
     assert not any(_changed(g0, t.generator.trainable_variables)), "G's weights stay on a D update"
     # Documented: G makes the fakes in training mode, so its BatchNorm moving statistics move.
     assert all(_changed(stats0, _bn_stats(t.generator)))
@@ -73,9 +81,10 @@ def test_g_update_trains_only_g(model, variant):
     t = _trainer(model, **VARIANTS[variant])
     batch = _batch(t)
     d0, g0 = _values(t.discriminator.variables), _values(t.generator.trainable_variables)
-    d_opt0 = _values(t.d_optimizer.variables)
+    d_opt0, head0 = _values(t.d_optimizer.variables), _values(_head(t))
     t.g_update(batch)
     assert not any(_changed(d0, t.discriminator.variables)), "D is frozen inside the adversarial model"
+    assert not any(_changed(head0, _head(t))), "the auxiliary head is frozen in the G update"
     assert not any(_changed(d_opt0, t.d_optimizer.variables))
     assert all(_changed(g0, t.generator.trainable_variables)), "every G weight moves on a G update"
     # Freezing is not done with the shared trainable flag: D still trains on its own afterwards.
@@ -90,7 +99,8 @@ def test_full_step_updates_both_in_one_graph(model, variant):
     iterator = iter(t.dataset(0, 2))
     d0, g0 = _values(t.discriminator.trainable_variables), _values(t.generator.trainable_variables)
     metrics = t.step(iterator)
-    assert set(metrics) == {"d_loss", "d_acc_real", "d_acc_fake", "g_loss"}
+    aux = {"aux_acc_real"} if "aux" in variant else set()
+    assert set(metrics) == {"d_loss", "d_acc_real", "d_acc_fake", "g_loss"} | aux
     assert 0 <= metrics["d_acc_real"] <= 1 and np.isfinite(metrics["g_loss"]) and metrics["d_loss"] > 0
     assert _all_of_d_moved(t, d0)
     assert all(_changed(g0, t.generator.trainable_variables))
@@ -219,6 +229,14 @@ def test_invalid_options_reported_together():
         tiny_config(steps=0, batch_size=-1, label_smoothing=0.7).checked()
     for option in ("steps", "batch-size", "label-smoothing"):
         assert option in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [dict(model="dcgan", aux_weight=1.0),
+                                       dict(model="cgan", conditioning="concat", aux_weight=1.0),
+                                       dict(model="cgan", conditioning="projection", aux_weight=-1.0)])
+def test_auxiliary_head_needs_a_projection_cgan(overrides):
+    with pytest.raises(InputError, match="aux-weight"):
+        tiny_config(**overrides).checked()
 
 
 def _checkpoint_arrays(run):

@@ -123,7 +123,8 @@ def test_mask_brain_and_volume_table(tiny_model, phantom_scan, tmp_path):
     assert 0 < np.count_nonzero(labels) < labels.size
 
     table = _rows(tmp_path / "v.csv")
-    assert list(table[0]) == ["label", "name", "voxels", "volume_mm3", "qc_score", "input_voxel_mm"]
+    assert list(table[0]) == ["label", "name", "voxels", "volume_mm3", "qc_score", "input_voxel_mm", "views"]
+    assert {r["views"] for r in table} == {"axial+coronal+sagittal"}
     assert [r["name"] for r in table] == [*CLASSES[1:], TOTAL_BRAIN, TOTAL_INTRACRANIAL]
     assert {r["input_voxel_mm"] for r in table} == {"1x1x1.5"}
     by_name = {r["name"]: r for r in table}
@@ -158,7 +159,37 @@ def test_posteriors_and_uncertainty_come_from_the_label_interpolation(tiny_model
     assert uncertainty.shape == img.shape and 0 <= uncertainty.min() and uncertainty.max() <= 1
     assert uncertainty[labels == 0].mean() < uncertainty[labels > 0].mean()
     assert all("volume_cv" in r for r in rows)
-    assert list(_rows(tmp_path / "mc.csv")[0])[-2:] == ["volume_cv", "input_voxel_mm"]
+    assert list(_rows(tmp_path / "mc.csv")[0])[-3:] == ["volume_cv", "input_voxel_mm", "views"]
+
+
+def test_a_failure_while_writing_leaves_no_output(tiny_model, phantom_scan, tmp_path, monkeypatch):
+    path, _ = phantom_scan
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def broken_qc(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("gan_seg.seg.scans.render_qc", broken_qc)
+    with pytest.raises(OSError, match="No space left"):
+        segment(path, out / "seg.nii.gz", tiny_model, volumes=out / "v.csv", qc=out / "qc.png",
+                mask=out / "mask.nii.gz")
+    assert list(out.iterdir()) == []  # neither outputs nor temporaries
+
+
+def test_views_weighted_0_are_not_run(tiny_model):
+    segmenter = Segmenter(tiny_model, view_weights={"sagittal": 0.0})
+    assert segmenter.views == tuple(segmenter.models) == ("axial", "coronal") and segmenter.note is None
+    with pytest.raises(InputError, match="sagittal alone cannot tell left from right"):
+        Segmenter(tiny_model, views="coronal,sagittal", view_weights={"coronal": 0.0})
+
+
+def test_a_model_without_every_view_says_so(phantom_scan, tmp_path):
+    model = write_random_model(tmp_path / "axial-only", views=("axial",))
+    lines = []
+    segment(phantom_scan[0], tmp_path / "seg.nii.gz", model, report=lines.append)
+    assert any("has trained networks for axial only" in line and "1 of 3 views" in line for line in lines)
+    assert Segmenter(model, views="axial").note is None  # asked for: nothing to say
 
 
 @pytest.mark.slow
