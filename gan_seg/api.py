@@ -157,13 +157,13 @@ def is_cohort(source):
     return source.is_dir() or source.suffix.lower() in (".txt", ".csv")
 
 
-def _segmenter(model, views, weights, precision, threads):
-    """The model's view networks (Keras loads here, after every argument is checked)."""
+def _segmenter(model_dir, views, weights, precision, threads):
+    """The view networks of ``model_dir`` (Keras loads here, after every argument is checked)."""
     from gan_seg.engine.backend import limit_threads  # noqa: PLC0415 - Keras loads once the arguments are checked
     from gan_seg.seg.inference import Segmenter  # noqa: PLC0415 - idem
 
     limit_threads(threads)
-    return Segmenter(resolve_run_dir(model), views, weights, precision)
+    return Segmenter(model_dir, views, weights, precision)
 
 
 def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_weights=None, volumes=None,
@@ -192,10 +192,11 @@ def segment_scan(source, out, model=seg_config.DEFAULT_PRESET, views=None, view_
                           posteriors and Path(posteriors), uncertainty and Path(uncertainty),
                           mask and Path(mask), brain and Path(brain))
     check_outputs(outputs, mc_samples, force, source)
-    record = RunDirectory(resolve_run_dir(model)).read_config()
+    model_dir = resolve_run_dir(model)
+    record = RunDirectory(model_dir).read_config()
     check_memory(header, source, float(record.get("voxel_size", 1.0)), len(record.get("class_names", [])),
                  mc_samples, max_memory)
-    segmenter = _segmenter(model, views, weights, precision, threads)
+    segmenter = _segmenter(model_dir, views, weights, precision, threads)
     return run(segmenter, source, outputs, batch_size, mc_samples, seed, progress, report)
 
 
@@ -211,7 +212,7 @@ def segment_cohort(source, out, model=seg_config.DEFAULT_PRESET, views=None, vie
     weights = parse_view_weights(view_weights)
     shard = seg_config.parse_shard(shard)
     plan_cohort(source, out, shard)
-    segmenter = _segmenter(model, views, weights, precision, threads)
+    segmenter = _segmenter(resolve_run_dir(model), views, weights, precision, threads)
     return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report, max_memory)
 
 

@@ -35,7 +35,7 @@ from gan_seg.errors import InputError
 from gan_seg.io.saving import load_model, read_metadata
 from gan_seg.seg.config import MODEL_FILE, MODELS, SEGMENTATION
 from gan_seg.seg.qc import qc_scores
-from gan_seg.seg.views import DEFAULT_VIEW_WEIGHTS, VIEWS, lr_merge, parse_views, to_slices
+from gan_seg.seg.views import DEFAULT_VIEW_WEIGHTS, VIEWS, invalid_weights, lr_merge, parse_views, to_slices
 
 EMPTY_SLICE = 1e-3
 
@@ -69,8 +69,9 @@ class Segmenter:
             raise InputError(f"{model_dir} has no trained network for view(s) {', '.join(missing) or 'any'}; "
                              f"available: {', '.join(available) or 'none'}")
         weights = dict(DEFAULT_VIEW_WEIGHTS, **(view_weights or {}))
-        if any(not 0 <= weights[v] < float("inf") for v in requested):
-            raise InputError("view weights must be finite numbers >= 0")
+        bad = invalid_weights({v: weights[v] for v in requested})
+        if bad:
+            raise InputError(f"view weights {', '.join(bad)}: each weight must be a finite number >= 0")
         self.views = tuple(v for v in requested if weights[v] > 0)  # a weight of 0: the network is not run
         if not self.views:
             raise InputError(f"the weights of {', '.join(requested)} are all 0; give a view a weight > 0")

@@ -42,10 +42,15 @@ def parse_view_weights(text):
             break
     if not weights or set(weights) - set(VIEWS):
         raise InputError(f"--view-weights {text!r}: expected e.g. axial=0.4,coronal=0.4,sagittal=0.2")
-    bad = [f"{view}={value:g}" for view, value in weights.items() if not 0 <= value < float("inf")]
+    bad = invalid_weights(weights)
     if bad:
         raise InputError(f"--view-weights {', '.join(bad)}: each weight must be a finite number >= 0")
     return weights
+
+
+def invalid_weights(weights):
+    """``["view=value", ...]`` of the view weights that are negative or not finite."""
+    return [f"{view}={value:g}" for view, value in weights.items() if not 0 <= value < float("inf")]
 
 
 def to_slices(volume, view):
