@@ -14,6 +14,8 @@ COMMANDS = {
     "sample": ("gan_seg_cli.sample", "Draw images from a trained generator."),
     "evaluate": ("gan_seg_cli.evaluate", "Measure a generator's quality with the Fashion-MNIST classifier."),
     "segment": ("gan_seg_cli.segment", "Label a T1 brain scan (or a cohort) with QuickNAT."),
+    "occlusion": ("gan_seg_cli.occlusion", "Map where a network looks by hiding patches of its input."),
+    "features": ("gan_seg_cli.features", "Show a layer's feature maps (or list a network's layers)."),
     "models": ("gan_seg_cli.models", "List the pretrained models shipped in weights/."),
 }
 

@@ -6,6 +6,7 @@ The public Python API is re-exported here and imported on first use::
     from gan_seg import generator, sample, classifier      # the shipped CGAN, NumPy samples, the judge
     from gan_seg import quicknat, segmenter                 # the shipped brain model
     from gan_seg import build_generator, build_discriminator, build_adversarial, build_quicknat
+    from gan_seg import occlusion, feature_maps, layer_table  # seeing inside any of them
 """
 
 import importlib
@@ -20,6 +21,8 @@ _EXPORTS = {
     **dict.fromkeys(("quicknat", "segmenter"), "gan_seg.seg.pretrained"),
     **dict.fromkeys(("build_quicknat", "build_unet"), "gan_seg.seg.models"),
     "Segmenter": "gan_seg.seg.inference",
+    "occlusion": "gan_seg.explain.occlusion",
+    **dict.fromkeys(("feature_maps", "layer_table"), "gan_seg.explain.features"),
     "SegConfig": "gan_seg.seg.config",
     **dict.fromkeys(("InputError", "RunError"), "gan_seg.errors"),
 }

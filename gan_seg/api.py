@@ -9,11 +9,15 @@ import dataclasses
 import importlib
 from pathlib import Path
 
+import numpy as np
+
 from gan_seg.engine.options import check_seed, flag_of
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError
+from gan_seg.explain.occlusion import check_occluder_options
+from gan_seg.explain.render import render_feature_maps, render_heatmap
 from gan_seg.gan import config as gan_config
-from gan_seg.io.files import check_output_file, write_json
+from gan_seg.io.files import check_output_file, staged_paths, write_json
 from gan_seg.io.pictures import plan_sample_output, write_samples
 from gan_seg.io.presets import list_presets, resolve_model_file, resolve_run_dir
 from gan_seg.seg import config as seg_config
@@ -214,6 +218,106 @@ def segment_cohort(source, out, model=seg_config.DEFAULT_PRESET, views=None, vie
     plan_cohort(source, out, shard)
     segmenter = _segmenter(resolve_run_dir(model), views, weights, precision, threads)
     return run(segmenter, source, out, batch_size, mc_samples, seed, shard, force, report, max_memory)
+
+
+OCCLUDER = {"image": (8, 2), "segmentation": (16, 8)}  # default (patch, stride) in pixels
+
+
+def _same_file(path, source):
+    return Path(source).exists() and Path(path).resolve() == Path(source).resolve()
+
+
+def _png_output(out, force, source=None, example=False):
+    """``out`` checked as a new ``.png`` (not the input itself)."""
+    path = check_output_file(out, force=force)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"output {out}: give a .png file name")
+    if not example and source is not None and _same_file(path, source):
+        raise InputError(f"output {out} is the input; choose another name")
+    return path
+
+
+def _subject(model, network, view, has_input):
+    """The network ``--model`` names (Keras loads here, after the options are checked)."""
+    from gan_seg.explain.subjects import open_subject  # noqa: PLC0415 - Keras loads once the arguments are checked
+
+    return open_subject(model, network, view, has_input)
+
+
+def occlusion(model, source, out, target=None, patch=None, stride=None, fill="mean", network=None, view=None,
+              slice_index=None, example=False, force=False, batch_size=None):
+    """Occlusion sensitivity of a classifier, discriminator or brain view network on ``source`` (an image;
+    a scan cut at ``slice_index`` or, with ``example``, the shipped example brain): the heatmap PNG
+    ``out`` and the drop at every occluder position in ``out`` with ``.npy`` (rows x columns; see
+    :mod:`gan_seg.explain.occlusion`). ``patch`` / ``stride`` default to 8 / 2 pixels for images and
+    16 / 8 for brain slices. Returns a dict describing the result."""
+    check_occluder_options(1 if patch is None else patch, 1 if stride is None else stride, fill)
+    png = _png_output(out, force, source, example)
+    npy = check_output_file(png.with_suffix(".npy"), force=force)
+    if source is not None and _same_file(npy, source):
+        raise InputError(f"output {npy} is the input; choose another -o name")
+    from gan_seg.explain.occlusion import occlusion as occlude  # noqa: PLC0415 - Keras loads once the arguments are checked
+    from gan_seg.explain.subjects import check_input_kind, image_input, shown, slice_input  # noqa: PLC0415 - idem
+
+    subject = _subject(model, network, view, has_input=True)
+    if subject.kind == gan_config.GENERATOR:
+        raise InputError(f"{subject.path} is a generator (a latent input, no image to occlude); occlusion "
+                         "inspects classifiers, discriminators (--network discriminator) and brain models")
+    check_input_kind(subject, source, example)
+    segmentation = subject.kind == seg_config.SEGMENTATION
+    if slice_index is not None and not segmentation:
+        raise InputError("--slice applies to brain models (a scan's slice); an image has none")
+    if segmentation:
+        found = slice_input(subject, source, slice_index, example)
+    else:
+        found = image_input(subject, source)
+    default_patch, default_stride = OCCLUDER["segmentation" if segmentation else "image"]
+    patch, stride = patch or default_patch, stride or default_stride
+    result, chosen = occlude(subject.model, found.batch[0], target, patch, stride, fill, subject.class_names,
+                             batch_size)
+    pixels = shown(subject, result.pixel_map(found.batch[0].shape[:2]))
+    title = f"{chosen.name} = {result.base:.4g} unoccluded; patch {patch}, stride {stride}, fill {fill}"
+    subtitle = f"{subject.path.parent.name}/{subject.path.name} - {found.where}"
+    with staged_paths([png, npy]) as staged:
+        render_heatmap(found.picture, pixels, staged[png], title, caption=f"drop in {chosen.name}",
+                       subtitle=subtitle)
+        with open(staged[npy], "wb") as f:
+            np.save(f, result.drops)
+    strongest = np.unravel_index(int(np.argmax(result.drops)), result.drops.shape)
+    return {"png": png, "npy": npy, "target": chosen.name, "base": result.base, "where": found.where,
+            "positions": result.drops.shape, "max_drop": float(result.drops.max()),
+            "max_at": (int(result.tops[strongest[0]]), int(result.lefts[strongest[1]])), "patch": patch,
+            "stride": stride}
+
+
+def features(model, source, out, layer, network=None, view=None, slice_index=None, seed=0, label=None,
+             example=False, force=False):
+    """A grid of ``layer``'s feature maps (PNG ``out``) for ``source`` (an image, a scan's slice or, for a
+    generator, the latent draw of ``seed`` and ``label``). Returns a dict describing the result."""
+    check_seed(seed)
+    png = _png_output(out, force, source, example)
+    from gan_seg.explain.features import feature_maps, find_layer, main_output, spatial  # noqa: PLC0415 - Keras loads once the arguments are checked
+    from gan_seg.explain.subjects import network_input, shown  # noqa: PLC0415 - idem
+
+    subject = _subject(model, network, view, has_input=source is not None or example)
+    chosen = find_layer(subject.model, layer)
+    shape = tuple(main_output(chosen).shape)
+    if not spatial(shape):
+        raise InputError(f"--layer {layer!r} outputs {shape[1:]}, not 2-D feature maps; pick a convolution "
+                         "layer (--list-layers shows the shapes)")
+    found = network_input(subject, source, example, slice_index, seed, label)
+    maps = shown(subject, feature_maps(subject.model, found.batch, layer)[0])
+    title = f"{layer}: {maps.shape[2]} maps of {maps.shape[0]}x{maps.shape[1]} - {found.where}"
+    render_feature_maps(maps, png, title)
+    return {"png": png, "layer": layer, "shape": maps.shape, "where": found.where, "model_file": subject.path}
+
+
+def list_layers(model, network=None, view=None):
+    """``(model file, [(name, class name, output shape)])`` of the network ``model`` names."""
+    from gan_seg.explain.features import layer_table  # noqa: PLC0415 - Keras loads once the arguments are checked
+
+    subject = _subject(model, network, view, has_input=network == "discriminator")
+    return subject.path, layer_table(subject.model)
 
 
 def list_models():

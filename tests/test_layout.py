@@ -1,4 +1,5 @@
-"""The package's import rules: cli -> api -> {gan, seg} -> engine -> io -> errors, gan and seg apart.
+"""The package's import rules: cli -> api -> explain -> {gan, seg} -> engine -> io -> errors, gan and seg
+apart.
 
 Checked twice: statically (every import statement of every module, function-local ones included) and
 by importing each subpackage alone in a fresh interpreter (an import cycle fails there; a light module
@@ -16,11 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rank of each part: a module may import its own part and any part of a lower rank.
-RANKS = {"errors": 0, "io": 1, "engine": 2, "gan": 3, "seg": 3, "api": 4, "cli": 5}
+RANKS = {"errors": 0, "io": 1, "engine": 2, "gan": 3, "seg": 3, "explain": 4, "api": 5, "cli": 6}
 LIGHT = ["gan_seg", "gan_seg.errors", "gan_seg.engine.options", "gan_seg.engine.cluster",
          "gan_seg.engine.run_dir", "gan_seg.gan.config", "gan_seg.seg.config", "gan_seg.api",
          "gan_seg_cli.main", "gan_seg_cli.train", "gan_seg_cli.sample", "gan_seg_cli.segment",
-         "gan_seg_cli.models"]
+         "gan_seg_cli.models", "gan_seg_cli.occlusion", "gan_seg_cli.features", "gan_seg.explain.occlusion",
+         "gan_seg.explain.targets", "gan_seg.explain.render"]
 
 
 def _part(module):
@@ -99,7 +101,7 @@ def _fresh_import(modules):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("part", ["engine", "io", "gan", "seg"])
+@pytest.mark.parametrize("part", ["engine", "io", "gan", "seg", "explain"])
 def test_each_subpackage_imports_alone_without_its_siblings(part):
     modules = [m for m in _modules() if _part(m) == part]
     loaded = _fresh_import(modules)

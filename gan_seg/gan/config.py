@@ -10,6 +10,8 @@ DEFAULT_PRESET = "cgan-fashion-mnist"
 # Model kinds (stored in each .keras file's metadata) and the files of a finished run.
 GENERATOR, DISCRIMINATOR, ADVERSARIAL = "generator", "discriminator", "adversarial"
 GENERATOR_FILE, DISCRIMINATOR_FILE = "generator.keras", "discriminator.keras"
+# The shipped Fashion-MNIST classifier that judges the GANs (gan_seg.gan.evaluation).
+CLASSIFIER, CLASSIFIER_PRESET, CLASSIFIER_FILE = "classifier", "fashion-mnist-classifier", "classifier.keras"
 SAMPLES = "samples"
 LOSS_CURVES = "loss_curves.png"
 OUTPUTS = (GENERATOR_FILE, DISCRIMINATOR_FILE)

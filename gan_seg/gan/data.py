@@ -118,6 +118,26 @@ def load_image_data(spec: str, image_shape=None, split: str = "train") -> ImageD
     raise InputError(f"data {spec!r} {what}; {ACCEPTED}")
 
 
+def read_image(path, shape) -> np.ndarray:
+    """One image file (any format Pillow reads, or an .npy array (H, W[, C]) in 0..255 or [0, 1]) as
+    float32 (H, W, C) in [0, 1], converted and resized to ``shape`` (H, W, C)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} {'is not a file' if path.exists() else 'does not exist'}")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path} is not a readable .npy array ({e})") from None
+        return _as_images(array[None], str(path), tuple(shape))[0].astype(np.float32) / 255.0
+    try:
+        with Image.open(path) as img:
+            return _fit_image(img, tuple(shape)).astype(np.float32) / 255.0
+    except Exception as e:
+        raise InputError(f"{path} is not an image Pillow can read ({type(e).__name__}) or an .npy array") \
+            from None
+
+
 def _check_shape(image_shape):
     if image_shape is None:
         return None

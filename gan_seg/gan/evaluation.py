@@ -29,7 +29,7 @@ from keras import layers
 from gan_seg.engine.backend import versions
 from gan_seg.engine.progress import Progress
 from gan_seg.errors import InputError
-from gan_seg.gan.config import check_evaluation_count
+from gan_seg.gan.config import CLASSIFIER, CLASSIFIER_FILE, CLASSIFIER_PRESET, check_evaluation_count
 from gan_seg.gan.data import load_image_data
 from gan_seg.gan.models import num_classes_of
 from gan_seg.gan.sampling import sample
@@ -37,7 +37,6 @@ from gan_seg.io.presets import preset_file
 from gan_seg.io.saving import load_model
 
 FEATURES = "features"
-CLASSIFIER, CLASSIFIER_PRESET, CLASSIFIER_FILE = "classifier", "fashion-mnist-classifier", "classifier.keras"
 REFERENCE_DATA = "fashion-mnist"
 CAS_EPOCHS, CAS_BATCH = 5, 128
 # Issue 8's targets for the shipped models, judged on TARGET_IMAGES samples (FD's bias depends on n).

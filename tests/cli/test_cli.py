@@ -53,7 +53,8 @@ def metric_steps(run):
 
 # -- --help and --version: no TensorFlow -------------------------------------------------------------
 HELP_MENTIONS = {
-    "": ["train", "sample", "evaluate", "segment", "models", "--version", "--verbose", "--help"],
+    "": ["train", "sample", "evaluate", "segment", "occlusion", "features", "models", "--version",
+         "--verbose", "--help"],
     "train": ["--model", "--data", "--out", "--resume", "--steps", "--batch-size", "--image-shape",
               "--latent-dim", "--precision", "--seed", "--checkpoint-every", "--strategy", "--devices",
               "--force", "--quiet", "fashion-mnist", "dcgan", "cgan", "--filters", "--lr", "--se"],
@@ -63,6 +64,10 @@ HELP_MENTIONS = {
                  "floor", "Frechet distance"],
     "segment": ["INPUT", "-o, --output", "--model", "quicknat-brain", "--views", "--view-weights", "--qc",
                 "--posteriors", "--mc-samples", "--uncertainty", "--shard", "--force"],
+    "occlusion": ["INPUT", "--model", "fashion-mnist-classifier", "--target", "--patch", "--stride", "--fill",
+                  "--network", "--view", "--slice", "--example", "--force", ".npy"],
+    "features": ["INPUT", "--model", "--layer", "--list-layers", "--network", "--view", "--slice", "--seed",
+                 "--label", "-o, --output"],
     "models": ["pretrained models"],
 }
 
@@ -141,6 +146,10 @@ CHECKED_BEFORE_KERAS = {
     "segment-nan-view-weight": (["segment", "--example", "-o", "s.nii.gz", "--view-weights", "axial=nan"],
                                 "finite number"),
     "segment-cohort-into-itself": (["segment", ".", "-o", "."], "is the input folder"),
+    "occlusion-zero-patch": (["occlusion", "photo.png", "--patch", "0", "-o", "h.png"],
+                             "--patch must be a positive integer"),
+    "occlusion-existing-output": (["occlusion", "photo.png", "-o", "photo.png"], "already exists"),
+    "features-without-layer": (["features", "photo.png", "-o", "f.png"], "give --layer NAME"),
 }
 
 
@@ -387,6 +396,138 @@ def _corrupt_metadata(cwd, run, npz):
     (cwd / "weights" / "broken").mkdir(parents=True)
     (cwd / "weights" / "broken" / "metadata.json").write_text("{not json")
     return ["models"], {"GAN_SEG_WEIGHTS": cwd / "weights"}
+
+
+def _image(cwd, *args):
+    write_png(cwd / "img.png", size=28, value=90)
+    return list(args), None
+
+
+@bad_input("occlusion-patch-larger-than-image", "error", "--patch 40 is larger than the image (28x28")
+def _occlusion_patch(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--patch", "40", "-o", "h.png")
+
+
+@bad_input("occlusion-zero-stride", "error", "--stride must be a positive integer")
+def _occlusion_stride(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--stride", "0", "-o", "h.png")
+
+
+@bad_input("occlusion-generator", "error", "is a generator (a latent input, no image to occlude)")
+def _occlusion_generator(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--model", "dcgan-fashion-mnist", "--network", "generator",
+                  "-o", "h.png")
+
+
+@bad_input("occlusion-gan-without-discriminator", "error", "has no discriminator.keras")
+def _occlusion_no_discriminator(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--model", "cgan-fashion-mnist", "-o", "h.png")
+
+
+@bad_input("occlusion-unknown-target", "error", "--target 'hat' is not one of the network's classes")
+def _occlusion_target(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--target", "hat", "-o", "h.png")
+
+
+@bad_input("occlusion-target-of-an-unconditional-discriminator", "error", "unconditional discriminator")
+def _occlusion_dcgan_target(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--model", "dcgan-fashion-mnist", "--target", "3", "-o",
+                  "h.png")
+
+
+@bad_input("occlusion-slice-outside-the-scan", "error", "--slice 999 is outside the conformed scan")
+def _occlusion_slice(cwd, run, npz):
+    return ["occlusion", "--example", "--model", "quicknat-brain", "--slice", "999", "-o", "h.png"], None
+
+
+@bad_input("occlusion-slice-of-an-image", "error", "--slice applies to brain models")
+def _occlusion_image_slice(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--slice", "3", "-o", "h.png")
+
+
+@bad_input("occlusion-view-of-a-classifier", "error", "--view applies to segmentation models")
+def _occlusion_view(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "--view", "axial", "-o", "h.png")
+
+
+@bad_input("occlusion-example-for-a-classifier", "error", "--example is the shipped example brain")
+def _occlusion_example(cwd, run, npz):
+    return ["occlusion", "--example", "-o", "h.png"], None
+
+
+@bad_input("occlusion-not-png", "error", "give a .png file name")
+def _occlusion_jpg(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "-o", "h.jpg")
+
+
+@bad_input("occlusion-npy-exists", "error", "output h.npy already exists; pass --force")
+def _occlusion_npy_exists(cwd, run, npz):
+    (cwd / "h.npy").write_bytes(b"older")
+    return _image(cwd, "occlusion", "img.png", "-o", "h.png")
+
+
+@bad_input("occlusion-output-is-the-input", "error", "is the input")
+def _occlusion_onto_input(cwd, run, npz):
+    return _image(cwd, "occlusion", "img.png", "-o", "img.png", "--force")
+
+
+@bad_input("occlusion-missing-input", "error", "input missing.png does not exist")
+def _occlusion_missing(cwd, run, npz):
+    return ["occlusion", "missing.png", "-o", "h.png"], None
+
+
+@bad_input("occlusion-not-an-image", "error", "not an image Pillow can read")
+def _occlusion_random_bytes(cwd, run, npz):
+    _random_bytes(cwd / "noise.png")
+    return ["occlusion", "noise.png", "-o", "h.png"], None
+
+
+@bad_input("occlusion-no-input", "error", "give an INPUT image file")
+def _occlusion_no_input(cwd, run, npz):
+    return ["occlusion", "-o", "h.png"], None
+
+
+@bad_input("features-unknown-layer", "error", "'conv0_2': model 'classifier' has no such layer (nearest")
+def _features_layer(cwd, run, npz):
+    return _image(cwd, "features", "img.png", "--layer", "conv0_2", "-o", "f.png")
+
+
+@bad_input("features-vector-layer", "error", "not 2-D feature maps")
+def _features_vector(cwd, run, npz):
+    return _image(cwd, "features", "img.png", "--layer", "features", "-o", "f.png")
+
+
+@bad_input("features-generator-given-an-image", "error", "is a generator: it takes --seed")
+def _features_generator_image(cwd, run, npz):
+    return _image(cwd, "features", "img.png", "--model", "dcgan-fashion-mnist", "--network", "generator",
+                  "--layer", "g_deconv_1", "-o", "f.png")
+
+
+@bad_input("features-label-of-a-dcgan", "error", "this generator is unconditional")
+def _features_dcgan_label(cwd, run, npz):
+    return ["features", "--model", "dcgan-fashion-mnist", "--label", "2", "--layer", "g_deconv_1", "-o",
+            "f.png"], None
+
+
+@bad_input("features-unknown-label", "error", "--label 'hat' is not one of the network's classes")
+def _features_cgan_label(cwd, run, npz):
+    return ["features", "--model", "cgan-fashion-mnist", "--label", "hat", "--layer", "g_deconv_1", "-o",
+            "f.png"], None
+
+
+@bad_input("features-without-layer", "error", "give --layer NAME and -o OUT.png")
+def _features_no_layer(cwd, run, npz):
+    return _image(cwd, "features", "img.png", "-o", "f.png")
+
+
+@bad_input("features-list-layers-with-input", "error", "--list-layers needs only --model")
+def _features_list_with_input(cwd, run, npz):
+    return _image(cwd, "features", "img.png", "--list-layers")
+
+
+@bad_input("features-unknown-network", "usage", "Invalid value for '--network'")
+def _features_network(cwd, run, npz):
+    return ["features", "--network", "critic", "--list-layers"], None
 
 
 IN_A_REAL_PROCESS = ("train-missing-data", "resume-with-another-option", "sample-output-exists",
