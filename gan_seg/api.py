@@ -15,7 +15,9 @@ from gan_seg.engine.options import check_seed, flag_of
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.errors import InputError
 from gan_seg.explain.occlusion import check_occluder_options
+from gan_seg.explain.occlusion import occlusion as occlude
 from gan_seg.explain.render import render_feature_maps, render_heatmap
+from gan_seg.explain.targets import check_occludable
 from gan_seg.gan import config as gan_config
 from gan_seg.io.files import check_output_file, staged_paths, write_json
 from gan_seg.io.pictures import plan_sample_output, write_samples
@@ -227,12 +229,14 @@ def _same_file(path, source):
     return Path(source).exists() and Path(path).resolve() == Path(source).resolve()
 
 
-def _png_output(out, force, source=None, example=False):
-    """``out`` checked as a new ``.png`` (not the input itself)."""
+def _png_output(out, force, source=None):
+    """``out`` checked as a new ``.png`` (not the input itself); the input, when given, must exist."""
     path = check_output_file(out, force=force)
     if path.suffix.lower() != ".png":
         raise InputError(f"output {out}: give a .png file name")
-    if not example and source is not None and _same_file(path, source):
+    if source is not None and not Path(source).is_file():
+        raise InputError(f"input {source} {'is not a file' if Path(source).exists() else 'does not exist'}")
+    if source is not None and _same_file(path, source):
         raise InputError(f"output {out} is the input; choose another name")
     return path
 
@@ -252,17 +256,14 @@ def occlusion(model, source, out, target=None, patch=None, stride=None, fill="me
     :mod:`gan_seg.explain.occlusion`). ``patch`` / ``stride`` default to 8 / 2 pixels for images and
     16 / 8 for brain slices. Returns a dict describing the result."""
     check_occluder_options(1 if patch is None else patch, 1 if stride is None else stride, fill)
-    png = _png_output(out, force, source, example)
+    png = _png_output(out, force, source)
     npy = check_output_file(png.with_suffix(".npy"), force=force)
     if source is not None and _same_file(npy, source):
         raise InputError(f"output {npy} is the input; choose another -o name")
-    from gan_seg.explain.occlusion import occlusion as occlude  # noqa: PLC0415 - Keras loads once the arguments are checked
-    from gan_seg.explain.subjects import check_input_kind, image_input, shown, slice_input  # noqa: PLC0415 - idem
+    from gan_seg.explain.subjects import check_input_kind, image_input, shown, slice_input  # noqa: PLC0415 - Keras loads once the arguments are checked
 
     subject = _subject(model, network, view, has_input=True)
-    if subject.kind == gan_config.GENERATOR:
-        raise InputError(f"{subject.path} is a generator (a latent input, no image to occlude); occlusion "
-                         "inspects classifiers, discriminators (--network discriminator) and brain models")
+    check_occludable(subject.model)
     check_input_kind(subject, source, example)
     segmentation = subject.kind == seg_config.SEGMENTATION
     if slice_index is not None and not segmentation:
@@ -295,7 +296,7 @@ def features(model, source, out, layer, network=None, view=None, slice_index=Non
     """A grid of ``layer``'s feature maps (PNG ``out``) for ``source`` (an image, a scan's slice or, for a
     generator, the latent draw of ``seed`` and ``label``). Returns a dict describing the result."""
     check_seed(seed)
-    png = _png_output(out, force, source, example)
+    png = _png_output(out, force, source)
     from gan_seg.explain.features import feature_maps, find_layer, main_output, spatial  # noqa: PLC0415 - Keras loads once the arguments are checked
     from gan_seg.explain.subjects import network_input, shown  # noqa: PLC0415 - idem
 

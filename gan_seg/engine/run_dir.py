@@ -27,6 +27,7 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 LOCK = ".lock"
 _CKPT = re.compile(r"^ckpt-(\d{8})\.npz$")
+_STALE = re.compile(r"^\.ckpt-\d{8}\.npz\..+\.tmp\.npz$")  # atomic_path's temporary of a checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,8 @@ class RunDirectory:
     @contextlib.contextmanager
     def hold(self):
         """Hold the run's lock while training into it: another process that tries to train (or resume)
-        into the same folder meanwhile is refused; the lock ends with this block or this process."""
+        into the same folder meanwhile is refused; the lock ends with this block or this process. Once
+        held, the hidden temporaries of checkpoint writes that a killed process left behind are removed."""
         if not self.writer or fcntl is None:
             yield
             return
@@ -111,6 +113,9 @@ class RunDirectory:
             except BlockingIOError:
                 raise InputError(f"{self.path} is being trained by another process; wait for it to end "
                                  f"or give another --out") from None
+            for stale in (self.path / CHECKPOINTS).glob(".ckpt-*.tmp*"):
+                if _STALE.match(stale.name):
+                    stale.unlink(missing_ok=True)
             try:
                 yield
             finally:

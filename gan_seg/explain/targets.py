@@ -130,7 +130,8 @@ def check_occludable(model):
     kind = network_kind(model)
     if kind == GENERATOR:
         raise InputError(f"model {model.name!r} is a generator (a latent input, no image to occlude); "
-                         "occlusion inspects classifiers, discriminators and segmentation networks")
+                         "occlusion inspects classifiers, discriminators (a GAN folder's --network "
+                         "discriminator) and segmentation networks")
     return kind
 
 
