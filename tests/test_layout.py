@@ -7,6 +7,7 @@ that pulls in Keras or TensorFlow shows in ``sys.modules``).
 """
 
 import ast
+import configparser
 import json
 import os
 import subprocess
@@ -114,3 +115,12 @@ def test_each_subpackage_imports_alone_without_its_siblings(part):
 def test_light_modules_import_neither_keras_nor_tensorflow():
     loaded = _fresh_import(LIGHT)
     assert not [m for m in loaded if m.split(".")[0] in ("keras", "tensorflow")]
+
+
+def test_setup_cfg_installs_every_package():
+    """A subpackage missing from setup.cfg's list works from a checkout but not when installed."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gan_seg").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [options] packages in setup.cfg"
