@@ -264,10 +264,8 @@ def occlusion(model, source, out, target=None, patch=None, stride=None, fill="me
 
     subject = _subject(model, network, view, has_input=True)
     check_occludable(subject.model)
-    check_input_kind(subject, source, example)
+    check_input_kind(subject, source, example, slice_index)
     segmentation = subject.kind == seg_config.SEGMENTATION
-    if slice_index is not None and not segmentation:
-        raise InputError("--slice applies to brain models (a scan's slice); an image has none")
     if segmentation:
         found = slice_input(subject, source, slice_index, example)
     else:

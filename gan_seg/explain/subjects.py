@@ -118,8 +118,11 @@ def open_subject(spec, network=None, view=None, has_input=True):
     return Subject(model, kind, list(names) if names else None, path)
 
 
-def check_input_kind(subject, source, example):
-    """InputError when the INPUT given does not suit the network."""
+def check_input_kind(subject, source, example, slice_index=None):
+    """InputError when the INPUT (or ``--slice``) given does not suit the network."""
+    if slice_index is not None and subject.kind != SEGMENTATION:
+        raise InputError(f"--slice applies to brain models (a scan's slice), not to the {subject.kind} "
+                         f"{subject.path}")
     if subject.kind == GENERATOR:
         if source is not None or example:
             raise InputError(f"{subject.path} is a generator: it takes --seed (and --label), not an INPUT")
@@ -186,10 +189,7 @@ def latent_input(subject, seed=0, label=None):
 def network_input(subject, source=None, example=False, slice_index=None, seed=0, label=None):
     """The :class:`Input` of ``subject`` for ``gan-seg features``: an image, a brain slice or a latent
     draw; a conditional discriminator also gets ``label`` (default: the label it finds most real)."""
-    check_input_kind(subject, source, example)
-    if slice_index is not None and subject.kind != SEGMENTATION:
-        raise InputError(f"--slice applies to brain models (a scan's slice), not to the {subject.kind} "
-                         f"{subject.path}")
+    check_input_kind(subject, source, example, slice_index)
     if subject.kind == GENERATOR:
         return latent_input(subject, seed, label)
     if subject.kind == SEGMENTATION:
