@@ -11,6 +11,7 @@ import traceback
 import click
 
 from gan_seg.errors import InputError, RunError
+from gan_seg.seg.views import VIEWS
 
 EXIT_INPUT, EXIT_RUN, EXIT_INTERRUPTED = 2, 1, 130
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -76,6 +77,21 @@ def _muted_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def brain_slice_options(command):
+    """``--view``, ``--slice`` and ``--example``: the brain network and slice occlusion / features look at."""
+    options = (
+        click.option("--view", type=click.Choice(VIEWS),
+                     help="Brain model: the view network. [default: axial]"),
+        click.option("--slice", "slice_index", type=int,
+                     help="Brain model: slice index on the conformed grid along the view's axis. "
+                          "[default: middle]"),
+        click.option("--example", is_flag=True, help="Brain model: use the shipped example brain as INPUT."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def input_error(ctx, message):

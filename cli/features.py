@@ -5,8 +5,7 @@ import click
 from gan_seg import api
 from gan_seg.explain.targets import NETWORKS
 from gan_seg.gan.config import CLASSIFIER_PRESET
-from gan_seg.seg.views import VIEWS
-from gan_seg_cli.common import CONTEXT, call, input_error
+from gan_seg_cli.common import CONTEXT, brain_slice_options, call, input_error
 
 
 def _shape(shape):
@@ -23,10 +22,7 @@ def _shape(shape):
 @click.option("--list-layers", is_flag=True, help="Print the layer names and output shapes, then stop.")
 @click.option("--network", type=click.Choice(NETWORKS),
               help="Which network of a GAN folder. [default: discriminator with INPUT, generator without]")
-@click.option("--view", type=click.Choice(VIEWS), help="Brain model: the view network. [default: axial]")
-@click.option("--slice", "slice_index", type=int,
-              help="Brain model: slice index on the conformed grid along the view's axis. [default: middle]")
-@click.option("--example", is_flag=True, help="Brain model: use the shipped example brain as INPUT.")
+@brain_slice_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Generator: the latent draw.")
 @click.option("--label", help="CGAN generator or discriminator: the class (number or name). [default: 0 for "
                               "a generator, the most real label for a discriminator]")

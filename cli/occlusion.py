@@ -6,8 +6,7 @@ from gan_seg import api
 from gan_seg.explain.occlusion import FILLS
 from gan_seg.explain.targets import NETWORKS
 from gan_seg.gan.config import CLASSIFIER_PRESET
-from gan_seg.seg.views import VIEWS
-from gan_seg_cli.common import CONTEXT, call
+from gan_seg_cli.common import CONTEXT, brain_slice_options, call
 
 
 @click.command(context_settings=CONTEXT)
@@ -24,10 +23,7 @@ from gan_seg_cli.common import CONTEXT, call
               help="What hides the patch: the image's mean, grey 0.5 or 0.")
 @click.option("--network", type=click.Choice(NETWORKS),
               help="Which network of a GAN folder. [default: discriminator]")
-@click.option("--view", type=click.Choice(VIEWS), help="Brain model: the view network. [default: axial]")
-@click.option("--slice", "slice_index", type=int,
-              help="Brain model: slice index on the conformed grid along the view's axis. [default: middle]")
-@click.option("--example", is_flag=True, help="Brain model: use the shipped example brain as INPUT.")
+@brain_slice_options
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def command(ctx, source, model, out, target, patch, stride, fill, network, view, slice_index, example, force):
