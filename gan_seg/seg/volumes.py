@@ -3,9 +3,11 @@
 Every check reports all the problems of a file (or of a data set) at once, in one :class:`InputError`.
 """
 
+import contextlib
 import csv
 import gzip
 import json
+import logging
 import zlib
 from pathlib import Path
 
@@ -20,7 +22,7 @@ VOXEL_MM = (0.05, 20.0)  # accepted voxel sizes: above the first, at most the se
 MAX_AXIS = 1024
 MAX_FOV_MM = 500.0
 READ_ERRORS = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError,
-               zlib.error, ValueError)
+               zlib.error, ValueError, KeyError, OverflowError)
 _IMAGE_TYPES = (nib.Nifti1Image, nib.Nifti2Image, nib.MGHImage)
 MGH_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.float32))
 
@@ -35,11 +37,39 @@ def volume_name(path):
 
 
 def _reason(error):
+    if isinstance(error, KeyError):  # nibabel's look-up of a header code
+        return f"unknown header code {error}"
     return " ".join(str(error).split()) or type(error).__name__
 
 
 def _dims(values, unit=""):
     return "x".join(f"{v:g}" for v in values) + unit
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Mute nibabel's logger, which writes header repairs ("sizeof_hdr should be 540") on stderr: the
+    InputError raised for such a file says what is wrong, in one line."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _stored_bytes(path):
+    """The bytes the file holds: its size, or for gzip its decompressed length, streamed through in 1 MiB
+    chunks so that the checksum is verified (a damaged .nii.gz fails here, not later as odd voxels)."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return path.stat().st_size
+    total = 0
+    with gzip.open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            total += len(chunk)
+    return total
 
 
 def load_volume(path, read=True):
@@ -56,9 +86,12 @@ def load_volume(path, read=True):
     if volume_name(path) is None:
         raise InputError(f"{path}: not a NIfTI or MGZ file (expected {', '.join(SUFFIXES)})")
     try:
-        img = nib.load(path)
+        with _quiet_nibabel():
+            img = nib.load(path)
     except READ_ERRORS as e:
-        raise InputError(f"{path}: unreadable, not a valid NIfTI-1/2 or MGZ file ({_reason(e)})") from e
+        damaged = isinstance(e, (EOFError, zlib.error))
+        kind = "damaged or truncated" if damaged else "not a valid NIfTI-1/2 or MGZ file"
+        raise InputError(f"{path}: unreadable, {kind} ({_reason(e)})") from e
     if not isinstance(img, _IMAGE_TYPES):
         raise InputError(f"{path}: a {type(img).__name__}, not a NIfTI-1/2 or MGZ image")
 
@@ -73,6 +106,8 @@ def load_volume(path, read=True):
         problems.append(f"not 3D (shape {_dims(shape)}, {frames} frames)")
     if 0 in shape:
         problems.append(f"empty (shape {_dims(shape)})")
+    if min(shape, default=0) < 0:
+        problems.append(f"negative dimensions in the header (shape {_dims(shape)})")
     if max(shape[:3], default=0) > MAX_AXIS:
         problems.append(f"too large (shape {_dims(shape)}; at most {MAX_AXIS} voxels per axis)")
 
@@ -95,9 +130,15 @@ def load_volume(path, read=True):
     if not grey:
         problems.append(f"not one grey value per voxel ({'RGB/vector' if dtype.fields else 'complex'} data); "
                         f"convert it to a single-channel scan")
-    readable = grey and 0 not in shape and max(shape[:3], default=0) <= MAX_AXIS
+    readable = grey and min(shape, default=0) > 0 and max(shape[:3], default=0) <= MAX_AXIS
     if read and readable and (frames == 1 or np.prod(shape) <= 2**24):
+        # the data size is checked before reading, so a header declaring more than the file holds
+        # allocates nothing
+        declared = img.dataobj.offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         try:
+            stored = _stored_bytes(path)
+            if stored < declared:
+                raise EOFError(f"the header declares {declared:,} bytes, the file holds {stored:,}")
             data = img.get_fdata(dtype=np.float32)
         except READ_ERRORS as e:
             problems.append(f"unreadable, damaged or truncated ({_reason(e)})")

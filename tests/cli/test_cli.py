@@ -11,6 +11,7 @@ work; one line ``gan-seg CMD: error: ...`` on stderr (click's usage errors keep 
 
 import csv
 import dataclasses
+import gzip
 import json
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from gan_seg.io.pictures import make_grid, to_uint8
 from gan_seg.io.saving import read_metadata, save_model
 from gan_seg_cli.main import COMMANDS, cli
 from gan_seg_cli.train import command as train_command
+from tests.gan.test_data import write_idx_dir
 from tests.helpers import (
     TIMEOUT,
     cli_env,
@@ -220,6 +222,25 @@ def _image_shape_malformed(cwd, run, npz):
 def _corrupt_npz(cwd, run, npz):
     _random_bytes(cwd / "corrupt.npz")
     return ["train", "--data", "corrupt.npz", "--out", "out"], None
+
+
+@bad_input("train-damaged-idx-gzip", "error", "CRC check failed")
+def _damaged_idx(cwd, run, npz):
+    write_idx_dir(cwd / "idx", n=64, size=16)
+    path = cwd / "idx" / "train-images-idx3-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:40] + bytes(64) + raw[104:])  # zeros inside the deflate stream
+    return ["train", "--data", "idx", "--out", "out"], None
+
+
+@bad_input("train-idx-declaring-more-images", "error", "is truncated or corrupt: header (640, 16, 16) needs")
+def _idx_declares_more(cwd, run, npz):
+    write_idx_dir(cwd / "idx", n=64, size=16)
+    path = cwd / "idx" / "train-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[4:8] = (640).to_bytes(4, "big")
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return ["train", "--data", "idx", "--out", "out"], None
 
 
 @bad_input("train-non-image-in-folder", "error", "notes.txt is not an image")

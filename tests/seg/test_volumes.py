@@ -1,7 +1,11 @@
 """Tests of gan_seg.seg.volumes: checked loading, writing on a reference grid, data set listing."""
 
+import gzip
+import io
 import json
 import os
+import struct
+import tracemalloc
 
 import nibabel as nib
 import numpy as np
@@ -81,6 +85,41 @@ def _with_nan(path):
     write(path, data)
 
 
+def _rewrite(path, edit, data=None, kind=nib.Nifti1Image):
+    """Save a small scan as ``kind``, then replace its bytes with ``edit(bytes)``."""
+    write(path, np.ones(SHAPE, np.float32) if data is None else data, kind=kind)
+    path.write_bytes(edit(path.read_bytes()))
+
+
+def _header_only(path, shape, dtype=np.int16, kind=nib.Nifti1Header, gz=False):
+    """A header declaring ``shape`` followed by 1 kB: far less data than it declares."""
+    header = kind()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    buffer = io.BytesIO()
+    header.write_to(buffer)
+    buffer.write(bytes(4 + 1000))
+    path.write_bytes(gzip.compress(buffer.getvalue()) if gz else buffer.getvalue())
+
+
+def _damaged_deflate(raw):
+    """Random bytes in the middle of the compressed stream (the gzip checksum catches it)."""
+    raw = bytearray(raw)
+    raw[len(raw) // 2:len(raw) // 2 + 64] = np.random.default_rng(1).integers(0, 256, 64, np.uint8).tobytes()
+    return bytes(raw)
+
+
+def _negative_dim(raw):
+    raw = bytearray(raw)
+    raw[42:44] = struct.pack("<h", -5)  # dim[1] of the NIfTI-1 header
+    return bytes(raw)
+
+
+def _near_singular(path):
+    affine = np.array([[1.0, 1, 0, 0], [1, 1 + 1e-6, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    write(path, affine=affine)
+
+
 BAD_FILES = {
     "missing.nii.gz": (lambda p: None, "no such file"),
     "random.nii.gz": (lambda p: p.write_bytes(os.urandom(3000)), "not a valid NIfTI"),
@@ -99,6 +138,30 @@ BAD_FILES = {
                         "field of view 520x4x4 mm"),
     "too_many.nii.gz": (lambda p: write(p, np.ones((1100, 2, 2), np.uint8), np.diag([0.1, 1, 1, 1])),
                         "at most 1024 voxels per axis"),
+    "nifti2_truncated.nii": (lambda p: _rewrite(p, lambda raw: raw[:700], kind=nib.Nifti2Image),
+                             "damaged or truncated (the header declares 7,264 bytes, the file holds 700)"),
+    "nifti2_garbage.nii": (lambda p: _rewrite(p, lambda raw: raw[:4] + os.urandom(300) + raw[304:],
+                                              kind=nib.Nifti2Image), "not a valid NIfTI"),
+    "truncated.mgz": (lambda p: _rewrite(p, lambda raw: raw[:len(raw) // 2], kind=nib.MGHImage),
+                      "damaged or truncated"),
+    "random.mgz": (lambda p: p.write_bytes(gzip.compress(os.urandom(4000))), "not a valid NIfTI-1/2 or MGZ"),
+    "not_gzip.mgz": (lambda p: p.write_bytes(os.urandom(4000)), "not a valid NIfTI-1/2 or MGZ"),
+    "header_only.mgz": (lambda p: _rewrite(p, lambda raw: gzip.compress(gzip.decompress(raw)[:284]),
+                                           kind=nib.MGHImage), "the header declares 7,004 bytes"),
+    "damaged_inside.nii.gz": (lambda p: _rewrite(p, _damaged_deflate, np.random.default_rng(0).random(SHAPE)),
+                              "damaged or truncated"),
+    "declares_more.nii": (lambda p: _header_only(p, (100, 100, 100)),
+                          "the header declares 2,000,352 bytes, the file holds 1,356"),
+    "declares_more.nii.gz": (lambda p: _header_only(p, (100, 100, 100), gz=True),
+                             "the header declares 2,000,352 bytes, the file holds 1,356"),
+    "nifti2_declares_more.nii": (lambda p: _header_only(p, (100, 100, 100), kind=nib.Nifti2Header),
+                                 "the header declares 2,000,544 bytes"),
+    "int_overflow.nii": (lambda p: _header_only(p, (32767, 32767, 32767), np.float64), "too large"),
+    "nifti2_int_overflow.nii": (lambda p: _header_only(p, (2**40,) * 3, np.float64, nib.Nifti2Header),
+                                "too large"),
+    "negative_dim.nii": (lambda p: _rewrite(p, _negative_dim), "negative dimensions in the header"),
+    "five_d.nii.gz": (lambda p: write(p, np.ones(SHAPE + (1, 2), np.float32)), "2 frames"),
+    "near_singular.nii.gz": (_near_singular, "degenerate affine"),
 }
 
 
@@ -111,6 +174,56 @@ def test_load_volume_refuses_bad_files(tmp_path, name):
         load_volume(path)
     message = str(info.value)
     assert expected in message and message.startswith(f"{path}: ") and "\n" not in message
+
+
+def test_a_header_declaring_more_than_the_file_holds_allocates_nothing(tmp_path):
+    _header_only(tmp_path / "big.nii.gz", (400, 400, 400), gz=True)  # 128 MB declared, 1 kB held
+    tracemalloc.start()
+    with pytest.raises(InputError, match="the header declares 128,000,352 bytes"):
+        load_volume(tmp_path / "big.nii.gz")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8e6, peak
+
+
+def _oblique():
+    angle = np.deg2rad(20)
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    return affine
+
+
+def _scaled(path):
+    img = nib.Nifti1Image(np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE) % 100, np.eye(4))
+    img.header.set_slope_inter(2.0, 10.0)
+    nib.save(img, path)
+
+
+def _int16_extremes(path):
+    data = np.zeros(SHAPE, np.int16)
+    data[0], data[1] = 32767, -32768
+    write(path, data)
+
+
+RAMP_321 = (3 * 140 + 2 * 10 + 1) % 256  # voxel (3, 2, 1) of write()'s uint8 ramp
+UNUSUAL_BUT_VALID = {  # name: (make, check of the float32 voxels read)
+    "nifti2.nii.gz": (lambda p: write(p, kind=nib.Nifti2Image), lambda v: v[3, 2, 1] == RAMP_321),
+    "single_frame_5d.nii.gz": (lambda p: write(p, np.ones(SHAPE + (1, 1), np.float32)),
+                               lambda v: v.min() == 1),
+    "scaled.nii.gz": (_scaled, lambda v: v[0, 0, 0] == 10 and v[0, 0, 1] == 12),  # slope 2, inter 10 applied
+    "int16_extremes.nii.gz": (_int16_extremes, lambda v: v.max() == 32767 and v.min() == -32768),
+    "thick_slices.nii.gz": (lambda p: write(p, affine=np.diag([0.5, 0.5, 3, 1])), lambda v: v.shape == SHAPE),
+    "oblique.nii.gz": (lambda p: write(p, affine=_oblique()), lambda v: v.shape == SHAPE),
+    "scan.mgz": (lambda p: write(p, kind=nib.MGHImage), lambda v: v[3, 2, 1] == RAMP_321),
+}
+
+
+@pytest.mark.parametrize("name", UNUSUAL_BUT_VALID)
+def test_unusual_but_valid_scans_load(tmp_path, name):
+    make, check = UNUSUAL_BUT_VALID[name]
+    make(tmp_path / name)
+    voxels = load_volume(tmp_path / name).get_fdata(dtype=np.float32)
+    assert voxels.ndim == 3 and check(voxels)
 
 
 def test_load_volume_reports_all_problems_at_once(tmp_path):
