@@ -51,8 +51,8 @@ def _kill_after_a_checkpoint(argv, run, kill, delay):
     """Start ``gan-seg train``, send it ``kill`` ``delay`` s after the next checkpoint appears; returns
     ``(exit code, stderr)``."""
     before = _check_complete(run) if (run / "config.json").exists() else 0
-    # SIGINT back to its default in the child: a child inherits an ignored SIGINT, and after some other
-    # modules' tests (tests/engine/test_distribute.py, seen with 2 workers) this pytest process ignores it
+    # SIGINT back to its default in the child: a child inherits an ignored SIGINT, and once
+    # tests/engine/test_distribute.py has run in this pytest process, its children get SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "gan_seg", "train", *map(str, argv)], env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
