@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_temporaries(paths):
+    """Delete the hidden temporaries that a killed :func:`atomic_path` left beside ``paths``: names of its
+    own pattern only (``.NAME.`` + mkstemp's 8 characters + ``.tmp``, and temporaries of those); returns
+    them."""
+    removed = []
+    for path in map(Path, paths):
+        pattern = re.compile(rf"\.+{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp.*")
+        if path.parent.is_dir():
+            for found in path.parent.iterdir():
+                if pattern.fullmatch(found.name) and found.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        found.unlink()
+                    removed.append(found)
+    return removed
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 
 from gan_seg.engine.progress import Progress
 from gan_seg.errors import InputError
-from gan_seg.io.files import check_output_dir, check_output_file, staged_paths, write_csv
+from gan_seg.io.files import check_output_dir, check_output_file, remove_temporaries, staged_paths, write_csv
 from gan_seg.seg.preprocessing import InputGrid, conform
 from gan_seg.seg.qc import low_score_warning, lut_path_for, render_qc, write_lut
 from gan_seg.seg.views import split_hemisphere
@@ -185,6 +185,7 @@ def segment_scan(segmenter, input_path, outputs, batch_size=16, mc_samples=0, se
     labels = grid.labels(result.probabilities, result.labels)
     names = segmenter.class_names
     rows = volume_rows(labels, image.affine, names, result.sample_counts, result.qc_scores, segmenter.views)
+    remove_temporaries(outputs.paths())  # an earlier run of this scan that was killed while writing
     with staged_paths(outputs.paths()) as staged:
         if outputs.posteriors:
             save_frames(staged[outputs.posteriors], image, len(names),
