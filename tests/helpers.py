@@ -4,8 +4,10 @@ import collections
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import tensorflow as tf
 from PIL import Image
 from scipy import ndimage
 
+from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.gan.config import GanConfig
 from gan_seg.io.saving import save_model
 from gan_seg.seg.config import MODEL_FILE, SegConfig
@@ -201,6 +204,41 @@ def gan_seg_many(calls):
     """Run ``[(args, cwd)]`` concurrently; the CompletedProcesses in the same order."""
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(lambda call: gan_seg(*call[0], cwd=call[1]), calls))
+
+
+def start_cli(*args, cwd=None):
+    """``python -m gan_seg ARGS`` started in the background (stderr piped, text). SIGINT is reset to its
+    default in the child: a child inherits an ignored SIGINT, and a pytest process may ignore it."""
+    return subprocess.Popen([sys.executable, "-m", "gan_seg", *map(str, args)], cwd=cwd, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def kill_when(proc, ready, sig=signal.SIGKILL, delay=0.0):
+    """Send ``sig`` to ``proc`` ``delay`` s after ``ready()`` turns true (polled every ms); returns
+    ``(ready seen, exit code, stderr)``: not seen when the process ended first."""
+    deadline = time.monotonic() + TIMEOUT
+    seen = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            seen = True
+            time.sleep(delay)
+            break
+        time.sleep(0.001)
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    return seen, proc.returncode, stderr
+
+
+def newer_checkpoint(checkpoint_dir, than):
+    """A ``ready`` for :func:`kill_when`: a complete checkpoint newer than step ``than`` is listed."""
+    def ready():
+        if not (checkpoint_dir / "checkpoints").is_dir():
+            return False
+        found = RunDirectory(checkpoint_dir).latest_checkpoint()
+        return bool(found) and found[0] > than
+    return ready
 
 
 def driver(*args, cwd, env=None):

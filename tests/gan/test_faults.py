@@ -4,16 +4,13 @@ interrupted writes) then ends with the same weights as a run that was never inte
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.gan.trainer import train
-from tests.helpers import TIMEOUT, cli_env, gan_seg, ok, tiny_config
+from tests.helpers import gan_seg, kill_when, newer_checkpoint, ok, start_cli, tiny_config
 
 STEPS = 14
 # (signal, seconds after a new checkpoint appears): SIGKILL at once (often during the next write), a little
@@ -47,27 +44,6 @@ def _check_complete(run):
     return max(steps, default=0)
 
 
-def _kill_after_a_checkpoint(argv, run, kill, delay):
-    """Start ``gan-seg train``, send it ``kill`` ``delay`` s after the next checkpoint appears; returns
-    ``(exit code, stderr)``."""
-    before = _check_complete(run) if (run / "config.json").exists() else 0
-    # SIGINT back to its default in the child: a child inherits an ignored SIGINT, and once
-    # tests/engine/test_distribute.py has run in this pytest process, its children get SIGINT ignored
-    proc = subprocess.Popen([sys.executable, "-m", "gan_seg", "train", *map(str, argv)], env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + TIMEOUT
-    while proc.poll() is None and time.monotonic() < deadline:
-        found = RunDirectory(run).latest_checkpoint() if (run / "checkpoints").is_dir() else None
-        if found and found[0] > before:
-            time.sleep(delay)
-            break
-        time.sleep(0.005)
-    proc.send_signal(kill)
-    _, stderr = proc.communicate(timeout=60)
-    return proc.returncode, stderr
-
-
 @pytest.mark.slow
 def test_kills_at_any_moment_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_npz):
     train(tiny_config(data=str(tiny_npz), **REFERENCE), tmp_path / "straight", progress=False)
@@ -76,7 +52,8 @@ def test_kills_at_any_moment_then_resume_equals_an_uninterrupted_run(tmp_path, t
     for n, (kill, delay) in enumerate(KILLS):
         argv = [*_options(tiny_npz), "--out", run] if n == 0 else ["--resume", run, "--steps", STEPS,
                                                                    "--quiet"]
-        code, stderr = _kill_after_a_checkpoint(argv, run, kill, delay)
+        before = _check_complete(run) if (run / "config.json").exists() else 0
+        _, code, stderr = kill_when(start_cli("train", *argv), newer_checkpoint(run, before), kill, delay)
         if kill == signal.SIGKILL:
             assert code == -signal.SIGKILL, f"the run ended (exit {code}) before it was killed"
         else:

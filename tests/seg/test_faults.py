@@ -1,17 +1,28 @@
-"""Faults: ``gan-seg segment`` SIGKILLed while it works on a scan (single scan: while its outputs are being
-written; cohort: while the second scan is segmented) leaves no output of that scan, and the rerun removes
-the hidden temporaries of the killed write, skips the finished scans and redoes the interrupted one."""
+"""Faults: QuickNAT training SIGKILLed at a new checkpoint and during the next write resumes to the weights
+of an uninterrupted run; ``gan-seg segment`` SIGKILLed while it works on a scan (single scan: while its
+outputs are being written; cohort: while the second scan is segmented) leaves no output of that scan, and
+the rerun removes the hidden temporaries of the killed write, skips the finished scans and redoes the
+interrupted one."""
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import nibabel as nib
+import numpy as np
 import pytest
 
-from tests.helpers import PHANTOM_CLASSES, TIMEOUT, cli_env, gan_seg, make_phantom, ok, write_init_run
+from gan_seg.engine.run_dir import RunDirectory
+from tests.helpers import (
+    PHANTOM_CLASSES,
+    gan_seg,
+    kill_when,
+    make_phantom,
+    newer_checkpoint,
+    ok,
+    start_cli,
+    write_init_run,
+    write_phantom_dataset,
+)
 
 KILL_TRIES = 3  # the single-scan kill aims at a window of ~0.1 s; a process that finished first is retried
 
@@ -34,24 +45,6 @@ def _scans(folder, names):
     return folder
 
 
-def _start(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "gan_seg", "segment", *map(str, args)], cwd=cwd,
-                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _kill_when(proc, ready):
-    """SIGKILL ``proc`` as soon as ``ready()`` is true; False when the process ended first."""
-    deadline = time.monotonic() + TIMEOUT
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            proc.kill()
-            proc.communicate(timeout=60)
-            return True
-        time.sleep(0.001)
-    proc.communicate(timeout=60)
-    return False
-
-
 def _names(folder):
     return sorted(p.name for p in folder.iterdir())
 
@@ -63,14 +56,15 @@ def test_single_scan_killed_while_writing_leaves_no_output(tmp_path, model):
             "--qc", "out/head.png", "--mc-samples", 2, "--uncertainty", "out/head_unc.nii.gz", "--quiet"]
     (tmp_path / "out").mkdir()
     for _ in range(KILL_TRIES):
-        proc = _start(*args, cwd=tmp_path)
-        if _kill_when(proc, lambda: any((tmp_path / "out").iterdir())):
+        seen, code, _ = kill_when(start_cli("segment", *args, cwd=tmp_path),
+                                  lambda: any((tmp_path / "out").iterdir()))
+        if seen:
             break
         for path in (tmp_path / "out").iterdir():
             path.unlink()
     else:
         pytest.fail(f"segment finished before it could be killed, {KILL_TRIES} times")
-    assert proc.returncode == -signal.SIGKILL
+    assert code == -signal.SIGKILL
     left = _names(tmp_path / "out")
     assert left and all(name.startswith(".") and ".tmp" in name for name in left), left  # temporaries only
     ok(gan_seg("segment", *args, cwd=tmp_path))
@@ -81,15 +75,15 @@ def test_single_scan_killed_while_writing_leaves_no_output(tmp_path, model):
 @pytest.mark.slow
 def test_cohort_killed_mid_scan_reruns_only_the_interrupted_and_the_rest(tmp_path, model):
     _scans(tmp_path / "in", ["a", "b", "c"])
-    proc = _start("in", "--model", model, "-o", "out", "--mc-samples", 8, cwd=tmp_path)
+    proc = start_cli("segment", "in", "--model", model, "-o", "out", "--mc-samples", 8, cwd=tmp_path)
     started = []
 
     def second_scan_started():  # the report line "[2/3] b" comes once a's outputs are all in place
         started.append(proc.stderr.readline())
         return started[-1].startswith("[2/3] b")
 
-    assert _kill_when(proc, second_scan_started), "".join(started)
-    assert proc.returncode == -signal.SIGKILL
+    seen, code, _ = kill_when(proc, second_scan_started)
+    assert seen and code == -signal.SIGKILL, "".join(started)
     finished = ["a_qc.png", "a_seg.nii.gz", "a_seg_LUT.txt", "a_uncertainty.nii.gz", "a_volumes.csv"]
     assert [name for name in _names(tmp_path / "out") if not name.startswith(".")] == finished
     a_time = (tmp_path / "out" / "a_seg.nii.gz").stat().st_mtime_ns
@@ -98,3 +92,38 @@ def test_cohort_killed_mid_scan_reruns_only_the_interrupted_and_the_rest(tmp_pat
     assert (tmp_path / "out" / "a_seg.nii.gz").stat().st_mtime_ns == a_time  # a: skipped, not redone
     expected = sorted([*finished, *(n.replace("a", x, 1) for x in "bc" for n in finished), "volumes.csv"])
     assert _names(tmp_path / "out") == expected
+
+
+EPOCHS = 6
+TRAIN = ["--model", "quicknat", "--views", "axial", "--epochs", EPOCHS, "--filters", 4, "--batch-size", 8,
+         "--val-fraction", 0.25, "--augment", "--deterministic", "--precision", "float32",
+         "--strategy", "none", "--keep-checkpoints", 2, "--seed", 3, "--quiet"]
+
+
+@pytest.mark.slow
+def test_quicknat_training_killed_twice_resumes_to_the_uninterrupted_weights(tmp_path):
+    data = write_phantom_dataset(tmp_path / "data", 2)
+    ok(gan_seg("train", *TRAIN, "--data", data, "--out", "straight", cwd=tmp_path))
+    run, reached = tmp_path / "killed", []
+    for n, delay in enumerate((0.0, 0.05)):  # at a new checkpoint (often during the next write), a bit later
+        argv = [*TRAIN, "--data", data, "--out", run] if n == 0 else ["--resume", run, "--quiet"]
+        before = reached[-1] if reached else 0
+        seen, code, stderr = kill_when(start_cli("train", *argv, cwd=tmp_path),
+                                       newer_checkpoint(run / "axial", before), delay=delay)
+        assert seen and code == -signal.SIGKILL, f"exit {code} before the kill: {stderr}"
+        listed = RunDirectory(run / "axial").checkpoints()
+        for path in listed:  # every listed checkpoint is complete
+            with np.load(path) as arrays:
+                assert json.loads(str(arrays["__meta__"]))["step"] == int(path.stem.split("-")[1])
+        reached.append(RunDirectory(run / "axial").latest_checkpoint()[0])
+    assert 0 < reached[0] < reached[1], reached
+    ok(gan_seg("train", "--resume", run, cwd=tmp_path))
+    step_a, a = RunDirectory(tmp_path / "straight" / "axial").latest_checkpoint()
+    step_b, b = RunDirectory(run / "axial").latest_checkpoint()
+    assert step_a == step_b
+    with np.load(a) as x, np.load(b) as y:
+        assert x.files == y.files
+        for key in x.files:
+            if key != "__meta__":
+                np.testing.assert_allclose(x[key], y[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert not [p.name for p in (run / "axial" / "checkpoints").iterdir() if p.name.startswith(".")]
