@@ -24,6 +24,7 @@ writes every number.
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -39,8 +40,10 @@ import numpy as np  # noqa: E402
 from nibabel import orientations as ornts  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from gan_seg import api  # noqa: E402
+from gan_seg.io.presets import resolve_run_dir  # noqa: E402
 from gan_seg.seg.evaluation import dice_scores  # noqa: E402
+from gan_seg.seg.inference import Segmenter  # noqa: E402
+from gan_seg.seg.scans import ScanOutputs, segment_scan  # noqa: E402
 from gan_seg.seg.views import lr_merge  # noqa: E402
 from gan_seg.seg.volumes import read_classes  # noqa: E402
 
@@ -111,11 +114,19 @@ def stored_as(image, labels, affine, codes):
 
 
 # -- scoring ------------------------------------------------------------------------------------------
+@functools.cache
+def segmenter(model, views=None):
+    """The model's networks (all views or ``views``), loaded once. Sagittal alone is allowed here: its
+    hemispheres are arbitrary, and it is scored with left and right merged."""
+    return Segmenter(resolve_run_dir(model), views, sides=False)
+
+
 def segment(model, image, affine, tmp, name, views=None):
     """gan-seg's labels for ``image`` (written to ``tmp`` first), with all or some views."""
     source, out = tmp / f"{name}.nii.gz", tmp / f"{name}_seg.nii.gz"
     nib.save(nib.Nifti1Image(image, affine), source)
-    api.segment_scan(source, out, model=model, views=views, force=True, progress=False)
+    out.unlink(missing_ok=True)
+    segment_scan(segmenter(model, views), source, ScanOutputs(out), progress=False)
     return np.asarray(nib.load(out).dataobj).astype(np.int64)
 
 

@@ -51,9 +51,11 @@ class Segmentation:
 
 
 class Segmenter:
-    """The per-view networks of a segmentation run directory or preset, loaded once."""
+    """The per-view networks of a segmentation run directory or preset, loaded once. ``sides=False``
+    allows views that cannot tell left from right (sagittal alone: the side is arbitrary), for scoring
+    with the hemispheres merged."""
 
-    def __init__(self, model_dir, views=None, view_weights=None, precision="float32"):
+    def __init__(self, model_dir, views=None, view_weights=None, precision="float32", sides=True):
         self.model_dir = Path(model_dir)
         if precision not in PRECISIONS:
             raise InputError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -75,7 +77,7 @@ class Segmenter:
         self.views = tuple(v for v in requested if weights[v] > 0)  # a weight of 0: the network is not run
         if not self.views:
             raise InputError(f"the weights of {', '.join(requested)} are all 0; give a view a weight > 0")
-        if not any(self._sided(view) for view in self.views):
+        if sides and not any(self._sided(view) for view in self.views):
             raise InputError(f"{', '.join(self.views)} alone cannot tell left from right (the network merges "
                              f"the hemispheres); add the axial or coronal view")
         total = sum(weights[v] for v in self.views)
