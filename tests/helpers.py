@@ -144,6 +144,16 @@ def write_init_run(path, class_names, seed=0):
     return path
 
 
+def write_segment_model(path):
+    """A run directory that ``gan-seg segment`` accepts: :func:`write_init_run`'s tiny axial network
+    (untrained) with the phantom classes and a 2 mm grid."""
+    path = write_init_run(path, PHANTOM_CLASSES)
+    record = json.loads((path / "config.json").read_text())
+    record.update(class_names=PHANTOM_CLASSES, voxel_size=2.0)
+    (path / "config.json").write_text(json.dumps(record))
+    return path
+
+
 # -- geometry ---------------------------------------------------------------------------------------
 def reoriented(data, affine, codes):
     """The same object stored with axis codes ``codes`` (flipped / permuted array, adjusted affine)."""
@@ -229,6 +239,18 @@ def kill_when(proc, ready, sig=signal.SIGKILL, delay=0.0):
         proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     return seen, proc.returncode, stderr
+
+
+def complete_checkpoint_steps(checkpoint_dir):
+    """The steps of the listed checkpoints, oldest first, after asserting that each loads and names its
+    own step (a half-written one would fail to load)."""
+    steps = []
+    for path in RunDirectory(checkpoint_dir).checkpoints():
+        with np.load(path) as arrays:
+            step = json.loads(str(arrays["__meta__"]))["step"]
+        assert path.name == f"ckpt-{step:08d}.npz", path
+        steps.append(step)
+    return steps
 
 
 def newer_checkpoint(checkpoint_dir, than):

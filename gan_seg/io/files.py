@@ -1,5 +1,6 @@
 """Safe output files: checks before work starts, atomic writes, no overwrite without ``force``."""
 
+import collections
 import contextlib
 import csv
 import io
@@ -74,18 +75,16 @@ def atomic_path(path):
 
 def remove_temporaries(paths):
     """Delete the hidden temporaries that a killed :func:`atomic_path` left beside ``paths``: names of its
-    own pattern only (``.NAME.`` + mkstemp's 8 characters + ``.tmp``, and temporaries of those); returns
-    them."""
-    removed = []
+    own pattern only (``.NAME.`` + mkstemp's 8 characters + ``.tmp``, and temporaries of those). Each
+    folder is listed once."""
+    names = collections.defaultdict(list)
     for path in map(Path, paths):
-        pattern = re.compile(rf"\.+{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp.*")
-        if path.parent.is_dir():
-            for found in path.parent.iterdir():
-                if pattern.fullmatch(found.name) and found.is_file():
-                    with contextlib.suppress(FileNotFoundError):
-                        found.unlink()
-                    removed.append(found)
-    return removed
+        names[path.parent].append(re.escape(path.name))
+    for folder, escaped in names.items():
+        pattern = re.compile(rf"\.+(?:{'|'.join(escaped)})\.[a-z0-9_]{{8}}\.tmp.*")
+        for found in folder.iterdir() if folder.is_dir() else ():
+            if pattern.fullmatch(found.name) and found.is_file():
+                found.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from PIL import Image
 
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg_cli.main import cli
-from tests.helpers import PHANTOM_CLASSES, make_phantom, snapshot, write_init_run
+from tests.helpers import make_phantom, snapshot, write_segment_model
 
 
 def _invoke(monkeypatch, cwd, *args):
@@ -67,10 +67,7 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, tiny_npz, 
 
 
 def test_segment_on_a_full_disk_writes_no_output(tmp_path, monkeypatch):
-    model = write_init_run(tmp_path / "model", PHANTOM_CLASSES)  # a tiny axial network
-    record = json.loads((model / "config.json").read_text())
-    record.update(class_names=PHANTOM_CLASSES, voxel_size=2.0)
-    (model / "config.json").write_text(json.dumps(record))
+    model = write_segment_model(tmp_path / "model")  # a tiny axial network
     image, _, affine = make_phantom()
     nib.save(nib.Nifti1Image(image, affine), tmp_path / "head.nii.gz")
     before = snapshot(tmp_path)

@@ -10,7 +10,15 @@ import pytest
 
 from gan_seg.engine.run_dir import RunDirectory
 from gan_seg.gan.trainer import train
-from tests.helpers import gan_seg, kill_when, newer_checkpoint, ok, start_cli, tiny_config
+from tests.helpers import (
+    complete_checkpoint_steps,
+    gan_seg,
+    kill_when,
+    newer_checkpoint,
+    ok,
+    start_cli,
+    tiny_config,
+)
 
 STEPS = 14
 # (signal, seconds after a new checkpoint appears): SIGKILL at once (often during the next write), a little
@@ -34,14 +42,9 @@ def _arrays(path):
 
 
 def _check_complete(run):
-    """Every listed checkpoint loads and names its own step; returns the newest step (0 if none)."""
-    steps = []
-    for path in RunDirectory(run).checkpoints():
-        meta = json.loads(str(_arrays(path)["__meta__"]))
-        assert path.name == f"ckpt-{meta['step']:08d}.npz"
-        steps.append(meta["step"])
+    """Every listed checkpoint is complete and config.json parses; returns the newest step (0 if none)."""
     json.loads((run / "config.json").read_text())
-    return max(steps, default=0)
+    return max(complete_checkpoint_steps(run), default=0)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ outputs are being written; cohort: while the second scan is segmented) leaves no
 the rerun removes the hidden temporaries of the killed write, skips the finished scans and redoes the
 interrupted one."""
 
-import json
 import signal
 
 import nibabel as nib
@@ -13,15 +12,15 @@ import pytest
 
 from gan_seg.engine.run_dir import RunDirectory
 from tests.helpers import (
-    PHANTOM_CLASSES,
+    complete_checkpoint_steps,
     gan_seg,
     kill_when,
     make_phantom,
     newer_checkpoint,
     ok,
     start_cli,
-    write_init_run,
     write_phantom_dataset,
+    write_segment_model,
 )
 
 KILL_TRIES = 3  # the single-scan kill aims at a window of ~0.1 s; a process that finished first is retried
@@ -30,11 +29,7 @@ KILL_TRIES = 3  # the single-scan kill aims at a window of ~0.1 s; a process tha
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny axial network (untrained: the outputs' contents do not matter here)."""
-    path = write_init_run(tmp_path_factory.mktemp("model") / "run", PHANTOM_CLASSES)
-    record = json.loads((path / "config.json").read_text())
-    record.update(class_names=PHANTOM_CLASSES, voxel_size=2.0)
-    (path / "config.json").write_text(json.dumps(record))
-    return path
+    return write_segment_model(tmp_path_factory.mktemp("model") / "run")
 
 
 def _scans(folder, names):
@@ -111,11 +106,7 @@ def test_quicknat_training_killed_twice_resumes_to_the_uninterrupted_weights(tmp
         seen, code, stderr = kill_when(start_cli("train", *argv, cwd=tmp_path),
                                        newer_checkpoint(run / "axial", before), delay=delay)
         assert seen and code == -signal.SIGKILL, f"exit {code} before the kill: {stderr}"
-        listed = RunDirectory(run / "axial").checkpoints()
-        for path in listed:  # every listed checkpoint is complete
-            with np.load(path) as arrays:
-                assert json.loads(str(arrays["__meta__"]))["step"] == int(path.stem.split("-")[1])
-        reached.append(RunDirectory(run / "axial").latest_checkpoint()[0])
+        reached.append(complete_checkpoint_steps(run / "axial")[-1])
     assert 0 < reached[0] < reached[1], reached
     ok(gan_seg("train", "--resume", run, cwd=tmp_path))
     step_a, a = RunDirectory(tmp_path / "straight" / "axial").latest_checkpoint()
